@@ -1,0 +1,3 @@
+"""dystream: real-time, streaming, dyadic talking-head generation."""
+
+__version__ = "0.1.0"

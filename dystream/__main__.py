@@ -1,0 +1,5 @@
+import sys
+
+from dystream.cli import main
+
+sys.exit(main())

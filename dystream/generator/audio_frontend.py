@@ -1,0 +1,61 @@
+"""Log-mel features computed in torch, the same way offline and in streaming.
+
+A mel frame j covers the samples [hop*j - (window - hop), hop*(j + 1)): it ends
+where its hop ends, so it never reads audio after its own 10 ms. The DFT is a
+fixed matrix (Hann window folded in), so a frame's value depends only on its own
+400 samples and a streaming caller gets the same numbers by handing over the same
+samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+
+def _mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_bins: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular HTK-style mel filters, [n_bins, n_mels], each filter area-normalised."""
+    bin_hz = torch.linspace(0.0, sample_rate / 2, n_bins, dtype=torch.float64)
+    edges_hz = _mel_to_hz(torch.linspace(
+        _hz_to_mel(torch.tensor(20.0)).item(), _hz_to_mel(torch.tensor(sample_rate / 2)).item(),
+        n_mels + 2, dtype=torch.float64))
+    lower, centre, upper = edges_hz[:-2], edges_hz[1:-1], edges_hz[2:]
+    rising = (bin_hz[:, None] - lower) / (centre - lower)
+    falling = (upper - bin_hz[:, None]) / (upper - centre)
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    filters = filters * (2.0 / (upper - lower))  # equal area: loudness comparable across bands
+    return filters.float()
+
+
+class LogMel(nn.Module):
+    """Raw 16 kHz samples [B, N] -> log-mel frames [B, J, n_mels], J = (N - window) // hop + 1."""
+
+    def __init__(self, n_mels: int, window: int, hop: int, sample_rate: int) -> None:
+        super().__init__()
+        self.window, self.hop = window, hop
+        n_bins = window // 2 + 1
+        t = torch.arange(window, dtype=torch.float64)
+        hann = 0.5 - 0.5 * torch.cos(2 * math.pi * t / window)
+        k = torch.arange(n_bins, dtype=torch.float64)
+        angle = 2 * math.pi * t[:, None] * k[None, :] / window
+        basis = torch.cat([hann[:, None] * torch.cos(angle), -hann[:, None] * torch.sin(angle)], dim=1)
+        self.register_buffer("dft_basis", basis.float(), persistent=False)
+        self.register_buffer("mel_filters", mel_filterbank(n_bins, n_mels, sample_rate), persistent=False)
+        self.n_bins = n_bins
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        frames = samples.unfold(-1, self.window, self.hop)  # [B, J, window]
+        spectrum = frames @ self.dft_basis
+        power = spectrum[..., : self.n_bins].square() + spectrum[..., self.n_bins:].square()
+        # Fixed affine so that speech-level log-mels sit roughly in [-1, 1] before any layer.
+        return (torch.log(power @ self.mel_filters + 1e-6) + 4.0) / 4.0

@@ -1,0 +1,142 @@
+"""Sizes and recipe constants of the DyStream generator, in one typed place.
+
+Two presets: ``small`` (real time on a 2-core CPU) and ``paper`` (the published
+size: transformer 768 x 12 x 12 heads, head 6 x 768, two 8-layer audio encoders).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from dystream.config import FRAMES_PER_SECOND, SAMPLE_RATE
+from dystream.errors import InputError
+from dystream.motion import MOTION_DIM
+
+# Branch names of classifier-free guidance, in the order the model batches them.
+BRANCHES: tuple[str, ...] = ("none", "self", "other", "anchor", "all")
+# Paper defaults: u + 0.5 (self - u) + 0.5 (other - u) + 1.0 (all - u).
+DEFAULT_GUIDANCE: dict[str, float] = {"self": 0.5, "other": 0.5, "anchor": 0.0, "all": 1.0}
+MAX_LOOKAHEAD_MS = 120
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Every size and recipe constant of the generator."""
+
+    motion_dim: int = MOTION_DIM
+    sample_rate: int = SAMPLE_RATE
+    frames_per_second: int = FRAMES_PER_SECOND
+
+    # Log-mel front end: 25 ms windows every 10 ms, 4 mel frames per motion frame.
+    n_mels: int = 64
+    mel_window: int = 400
+    mel_hop: int = 160
+    # Mel frames before a motion frame's own 4 that its front convolution sees.
+    front_left_mels: int = 2
+    # Audio lookahead per stream in milliseconds (multiples of the 10 ms mel hop).
+    self_lookahead_ms: int = 60
+    other_lookahead_ms: int = 60
+
+    # Causal audio encoders (one per stream, same size).
+    audio_width: int = 256
+    audio_layers: int = 4
+    audio_kernel: int = 3
+
+    # Causal transformer over frames.
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    window: int = 96  # sliding attention window W in frames (= training window)
+
+    # Flow-matching head.
+    head_width: int = 256
+    head_blocks: int = 3
+    sampler_steps: int = 5
+
+    # Training recipe (DESIGN.md section 2).
+    context_noise_prob: float = 0.5
+    last_frames: int = 5
+    last_frames_weight: float = 3.0
+    audio_drop_prob: float = 0.1
+    anchor_drop_prob: float = 0.1
+
+    guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))
+
+    def __post_init__(self) -> None:
+        for name in ("self_lookahead_ms", "other_lookahead_ms"):
+            ms = getattr(self, name)
+            if not 0 <= ms <= MAX_LOOKAHEAD_MS or ms % self.mel_hop_ms:
+                raise InputError(
+                    f"{name}={ms}: lookahead must be 0-{MAX_LOOKAHEAD_MS} ms in steps of "
+                    f"{self.mel_hop_ms} ms (the mel hop)"
+                )
+        if self.samples_per_frame % self.mel_hop:
+            raise InputError("mel_hop must divide the samples of one motion frame")
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise InputError("width must split into heads of even size (rotary pairs)")
+
+    # -- derived sizes ----------------------------------------------------
+    @property
+    def samples_per_frame(self) -> int:
+        return self.sample_rate // self.frames_per_second
+
+    @property
+    def mel_hop_ms(self) -> int:
+        return 1000 * self.mel_hop // self.sample_rate
+
+    @property
+    def mels_per_frame(self) -> int:
+        return self.samples_per_frame // self.mel_hop
+
+    def lookahead_mels(self, stream: int) -> int:
+        ms = self.self_lookahead_ms if stream == 0 else self.other_lookahead_ms
+        return ms // self.mel_hop_ms
+
+    def lookahead_samples(self, stream: int) -> int:
+        return self.lookahead_mels(stream) * self.mel_hop
+
+    @property
+    def front_left_samples(self) -> int:
+        """Samples before frame 0 that the first mel frames of frame 0 read."""
+        return (self.mel_window - self.mel_hop) + self.front_left_mels * self.mel_hop
+
+    @property
+    def encoder_context_frames(self) -> int:
+        """Frames of history the causal convolutions of an audio encoder see."""
+        return self.audio_layers * (self.audio_kernel - 1)
+
+    # -- (de)serialisation -------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GeneratorConfig":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_lookahead(self, self_ms: int | None = None, other_ms: int | None = None) -> "GeneratorConfig":
+        return replace(
+            self,
+            self_lookahead_ms=self.self_lookahead_ms if self_ms is None else self_ms,
+            other_lookahead_ms=self.other_lookahead_ms if other_ms is None else other_ms,
+        )
+
+
+PRESETS: dict[str, GeneratorConfig] = {
+    "small": GeneratorConfig(),
+    "paper": GeneratorConfig(
+        n_mels=80, audio_width=768, audio_layers=8, width=768, layers=12, heads=12,
+        head_width=768, head_blocks=6,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> GeneratorConfig:
+    """A named size preset ("small" or "paper"), optionally with fields replaced."""
+    if name not in PRESETS:
+        raise InputError(f"unknown generator preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

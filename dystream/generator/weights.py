@@ -1,0 +1,72 @@
+"""Saving and loading generator weights: safetensors with the config and a training record."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from dystream.errors import InputError, MissingDependencyError
+from dystream.generator.config import GeneratorConfig
+from dystream.generator.model import Generator
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "generator-small.safetensors"
+
+
+def save_weights(model: Generator, path, info: dict | None = None, *, dtype: torch.dtype | None = None) -> Path:
+    """Write the state dict (optionally cast, e.g. fp16) with metadata ``config`` and ``info`` (JSON).
+
+    Written to a temporary file and renamed, so a reader never sees a half-written file.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point() and not name.startswith("motion_"):
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor.contiguous()
+    metadata = {"config": model.cfg.to_json(), "info": json.dumps(info or {}, default=str),
+                "format": "dystream-generator-1"}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_generator(path=None, device="cpu") -> Generator:
+    """A Generator in eval mode, float32, on ``device``, from a file written by save_weights."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.exists():
+        if path == DEFAULT_WEIGHTS:
+            raise MissingDependencyError(
+                f"trained generator weights not found at {path}; they are produced by "
+                "`dystream train generator` (see docs/generator.md) — pass --weights PATH to use your own"
+            )
+        raise InputError(f"generator weights not found: {path}")
+    from safetensors.torch import load_file
+
+    try:
+        meta = read_metadata(path)
+        cfg = GeneratorConfig.from_json(meta["config"])
+    except Exception as exc:
+        raise InputError(f"{path} is not a dystream generator weights file ({exc})") from None
+    model = Generator(cfg)
+    state = load_file(str(path))
+    state = {k: v.float() for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"{path} does not match the generator (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.weights_info = json.loads(meta.get("info", "{}"))
+    return model.to(device).eval()

@@ -1,0 +1,85 @@
+"""Seeded audio augmentation of one party's track: gain, tape speed, noise, reverb, band limit.
+
+Tape speed (resampling) shifts pitch and tempo together, so every label time
+must be divided by the factor; :func:`sample_augmentation` draws one factor per
+conversation (both parties share the timeline) and the other settings per party.
+Everything is vectorised: reverb is one FFT convolution with a synthetic
+exponentially decaying noise impulse response; band limiting is one FFT mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dystream.config import SAMPLE_RATE
+
+
+@dataclass
+class PartyAugmentation:
+    gain_db: float
+    noise_db: float          # noise level relative to full scale (dBFS)
+    reverb_seconds: float    # RT60 of the synthetic room; 0 = dry
+    reverb_mix: float
+    low_hz: float            # band limit (telephone-ish to full band)
+    high_hz: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_speed(rng: np.random.Generator) -> float:
+    """Tape speed factor shared by both parties (>1 = faster and higher)."""
+    return float(rng.uniform(0.96, 1.04))
+
+
+def sample_augmentation(rng: np.random.Generator) -> PartyAugmentation:
+    band_limited = rng.random() < 0.3
+    return PartyAugmentation(
+        gain_db=float(rng.uniform(-9.0, 3.0)),
+        noise_db=float(rng.uniform(-75.0, -45.0)),
+        reverb_seconds=float(rng.uniform(0.15, 0.6)) if rng.random() < 0.5 else 0.0,
+        reverb_mix=float(rng.uniform(0.05, 0.3)),
+        low_hz=float(rng.uniform(80.0, 300.0)) if band_limited else 0.0,
+        high_hz=float(rng.uniform(3400.0, 6000.0)) if band_limited else 0.0,
+    )
+
+
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``audio`` ``factor`` times faster (pitch follows): length / factor."""
+    if abs(factor - 1.0) < 1e-6:
+        return audio
+    import soxr
+
+    # resampling to rate/factor and playing at the original rate speeds up by factor
+    return soxr.resample(audio, SAMPLE_RATE, SAMPLE_RATE / factor).astype(np.float32)
+
+
+def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator) -> np.ndarray:
+    """Augment one party's track (same length out)."""
+    out = audio.astype(np.float32, copy=True)
+    n = len(out)
+    if n == 0:
+        return out
+    size = 1 << int(np.ceil(np.log2(n + SAMPLE_RATE)))  # room for the reverb tail
+    spectrum = None
+    if aug.reverb_seconds > 0:
+        length = int(aug.reverb_seconds * SAMPLE_RATE)
+        t = np.arange(length) / SAMPLE_RATE
+        # exponential decay reaching -60 dB at reverb_seconds
+        impulse = rng.standard_normal(length)
+        impulse = (impulse * np.exp(-6.9 * t / aug.reverb_seconds)).astype(np.float32)
+        impulse *= aug.reverb_mix / (np.sqrt(np.sum(impulse ** 2)) + 1e-9)
+        impulse[0] += 1.0  # the direct sound
+        spectrum = np.fft.rfft(out, size) * np.fft.rfft(impulse, size)
+    if aug.high_hz > 0:
+        if spectrum is None:
+            spectrum = np.fft.rfft(out, size)
+        freqs = np.fft.rfftfreq(size, 1.0 / SAMPLE_RATE)
+        spectrum = spectrum * ((freqs >= aug.low_hz) & (freqs <= aug.high_hz))
+    if spectrum is not None:
+        out = np.fft.irfft(spectrum, size)[:n].astype(np.float32)
+    out *= np.float32(10.0 ** (aug.gain_db / 20.0))
+    out += (rng.standard_normal(n) * 10.0 ** (aug.noise_db / 20.0)).astype(np.float32)
+    return out

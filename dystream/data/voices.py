@@ -1,0 +1,67 @@
+"""The voices of the synthetic speakers, and which split each belongs to.
+
+A voice id is ``engine:name``. Voices are split so that no speaker is heard in
+two splits; the test split keeps at least two voices that training never hears.
+flite's ``kal`` and ``kal16`` are one speaker (Kal) at two sample rates, so
+only ``kal16`` is used.
+
+Two voice sets exist:
+
+* ``flite,espeak`` (default): 4 flite speakers + 6 espeak-ng speakers
+  (espeak-ng is GPL; it runs in a separate process and is never imported by the
+  core; ``pip install espeakng-loader`` provides it).
+* ``flite``: the 4 flite speakers only; the test split then has 1 unseen voice.
+"""
+
+from __future__ import annotations
+
+from dystream.errors import InputError
+
+FLITE_SPLITS = {
+    "train": ["flite:awb", "flite:rms"],
+    "val": ["flite:kal16"],
+    "test": ["flite:slt"],
+}
+ESPEAK_SPLITS = {
+    "train": ["espeak:en-us+m1", "espeak:en-gb+f2", "espeak:en-us+m3"],
+    "val": ["espeak:en-gb-scotland+f4"],
+    "test": ["espeak:en-us+f3", "espeak:en-029+m7"],
+}
+ENGINES = ("flite", "espeak")
+
+
+def voices_by_split(engines: tuple[str, ...] | list[str] = ENGINES) -> dict[str, list[str]]:
+    """Voices per split for the chosen engines (disjoint between splits)."""
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise InputError(f"unknown engine(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ENGINES)}")
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for engine, table in (("flite", FLITE_SPLITS), ("espeak", ESPEAK_SPLITS)):
+        if engine in engines:
+            for split, voices in table.items():
+                out[split] += voices
+    if not out["train"]:
+        raise InputError("the training split needs flite voices; add flite to --engines")
+    return out
+
+
+def known_voices() -> list[str]:
+    return [v for table in (FLITE_SPLITS, ESPEAK_SPLITS) for vs in table.values() for v in vs]
+
+
+def check_engines(engines: tuple[str, ...] | list[str]) -> None:
+    """Fail early, with the fix, when an engine the voices need is missing."""
+    if "flite" in engines:
+        from dystream.data.tts import flite
+
+        available = flite.available_voices()
+        for split in FLITE_SPLITS.values():
+            for voice in split:
+                name = voice.split(":", 1)[1]
+                if name not in available:
+                    raise InputError(f"this flite has no voice {name!r} (it has {', '.join(available)}); "
+                                     "install the Debian package flite 2.2, which includes it")
+    if "espeak" in engines:
+        from dystream.data.tts import espeak
+
+        espeak.check_available()

@@ -1,0 +1,1 @@
+"""Measuring functions: the one definition of every event and score (see events.py)."""

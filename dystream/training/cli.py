@@ -1,0 +1,260 @@
+"""``dystream train generator``: the command that trains the audio-to-motion generator.
+
+Runs alone or under ``torchrun --nproc_per_node=N -m dystream train generator ...``.
+All file handling lives here; the trainer and the model only see tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dystream.errors import InputError, MissingDependencyError
+from dystream.training import ddp
+from dystream.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from dystream.training.dataset import ANCHOR_STRATEGIES, WindowBank, load_conversations, motion_statistics
+from dystream.training.trainer import SCHEDULES, Trainer, TrainOptions, plot_loss_curve
+
+log = logging.getLogger("dystream.train")
+
+EXPORT_NAME = "generator_ema.safetensors"
+LOSS_CURVE_NAME = "loss_curve.png"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_subparsers(dest="what", metavar="WHAT")
+    gen = what.add_parser(
+        "generator", help="train the audio-to-motion generator on conversation shards",
+        description="Train the generator on a dataset made by `dystream data synth` (or from video). "
+                    "Runs alone or under `torchrun --nproc_per_node=N -m dystream train generator ...`; "
+                    "--batch-size is the global batch, split evenly across processes.")
+    gen.add_argument("--data", required=True, metavar="DIR", help="dataset directory (with train/ and val/ shards)")
+    gen.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
+                     help="run directory: checkpoint.pt, log.jsonl, loss_curve.png, exported weights")
+    gen.add_argument("--preset", default="small", help="generator size preset: small or paper (default small)")
+    gen.add_argument("--model-option", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override one field of the preset's GeneratorConfig (repeatable), e.g. layers=2")
+    gen.add_argument("--lookahead-ms", type=float, default=None,
+                     help="audio lookahead of both audio encoders in ms (default: the preset's)")
+    gen.add_argument("--batch-size", type=int, default=64, help="global batch size, split across processes (default 64)")
+    gen.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of AdamW (default 3e-4)")
+    gen.add_argument("--warmup-steps", type=int, default=1000, help="linear warmup steps (default 1000)")
+    gen.add_argument("--lr-schedule", choices=SCHEDULES, default="cosine",
+                     help="after warmup: cosine decay to 0.1 x lr at --max-steps, or constant (default cosine)")
+    gen.add_argument("--max-steps", type=int, default=100_000, help="stop after this many optimizer steps")
+    gen.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of this run")
+    gen.add_argument("--until-plateau", action="store_true",
+                     help="stop when the validation loss improved by less than 1%% over the last 20%% of steps")
+    gen.add_argument("--val-every", type=int, default=500, help="validate every N steps (default 500)")
+    gen.add_argument("--val-batches", type=int, default=8, help="fixed validation batches per validation (default 8)")
+    gen.add_argument("--ckpt-every", type=int, default=1000, help="save a checkpoint every N steps (default 1000)")
+    gen.add_argument("--log-every", type=int, default=10, help="log the mean training loss every N steps (default 10)")
+    gen.add_argument("--anchor-strategy", choices=ANCHOR_STRATEGIES, default="last-weighted",
+                     help="training anchor: none, random (any frame of the window) or last-weighted "
+                          "(one of the last 10 frames, newer likelier; default)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    gen.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: cuda when available)")
+    gen.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                     help="continue from a checkpoint (default: RUN_DIR/checkpoint.pt); exact on the same "
+                          "number of processes")
+    gen.add_argument("--export", default=None, metavar="PATH",
+                     help=f"where to write the EMA weights (default RUN_DIR/{EXPORT_NAME})")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
+    # Test hook: a module with build(preset, overrides, lookahead_ms) -> (model, cfg) and
+    # save_weights(model, path, info), standing in for dystream.generator.
+    gen.add_argument("--model-factory", default=None, help=argparse.SUPPRESS)
+    gen.set_defaults(func=run, command_parser=gen)
+
+
+# -- the model, through the generator's contract ---------------------------------------------
+
+def build(preset_name: str, overrides: dict[str, str], lookahead_ms: float | None):
+    """The real generator from a preset with field overrides."""
+    try:
+        from dystream.generator.config import preset
+        from dystream.generator.model import Generator
+    except ImportError as exc:
+        raise MissingDependencyError(f"the generator model is not available ({exc}); "
+                                     "install the complete dystream package") from exc
+    cfg = apply_overrides(preset(preset_name), overrides, lookahead_ms)
+    return Generator(cfg), cfg
+
+
+def save_weights(model, path, info) -> None:
+    from dystream.generator.weights import save_weights as save
+
+    save(model, path, info)
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, str], lookahead_ms: float | None) -> Any:
+    """A copy of a config dataclass with FIELD=VALUE strings parsed to each field's type."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    changes: dict[str, Any] = {}
+    for name, text in overrides.items():
+        if name not in fields:
+            raise InputError(f"--model-option {name}: no such field; fields are {', '.join(sorted(fields))}")
+        changes[name] = _parse_like(getattr(cfg, name), text, name)
+    if lookahead_ms is not None:
+        targets = [name for name in fields if name.endswith("lookahead_ms")]
+        if not targets:
+            raise InputError("--lookahead-ms: this generator config has no lookahead field")
+        for name in targets:
+            changes[name] = type(getattr(cfg, name))(lookahead_ms)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _parse_like(current: Any, text: str, name: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if isinstance(current, (int, float, str)):
+            return type(current)(text)
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"--model-option {name}={text}: expected a value like {current!r}") from exc
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"--model-option {pair!r}: write it as FIELD=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def command_line(args: argparse.Namespace, world_size: int) -> str:
+    """The command that reproduces this run: every option that differs from its default."""
+    words = ["dystream", "train", "generator"]
+    parser: argparse.ArgumentParser = args.command_parser
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "model_factory"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                words += [flag, str(item)]
+        elif value == "" and action.const == "":
+            words.append(flag)
+        else:
+            words += [flag, str(value)]
+    if world_size > 1:
+        words = ["torchrun", f"--nproc_per_node={world_size}", "-m", *words]
+    return shlex.join(words)
+
+
+def _config_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    ctx = ddp.setup(args.device)
+    logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING,
+                        format=f"%(asctime)s [rank {ctx.rank}] %(message)s", datefmt="%H:%M:%S")
+    try:
+        return _run(args, ctx)
+    finally:
+        ddp.teardown(ctx)
+
+
+def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
+    run_dir = Path(args.output)
+    factory = importlib.import_module(args.model_factory) if args.model_factory else sys.modules[__name__]
+
+    state = None
+    preset_name, overrides, lookahead_ms = args.preset, _parse_options(args.model_option), args.lookahead_ms
+    if args.resume is not None:
+        state = load_checkpoint(args.resume or run_dir / CHECKPOINT_NAME, map_location="cpu")
+        saved = state["record"]
+        if (preset_name, overrides, lookahead_ms) != (saved["preset"], saved["model_options"], saved["lookahead_ms"]):
+            log.warning("resuming: using the checkpoint's model settings (preset %s, options %s, lookahead %s)",
+                        saved["preset"], saved["model_options"], saved["lookahead_ms"])
+        preset_name, overrides, lookahead_ms = saved["preset"], saved["model_options"], saved["lookahead_ms"]
+        if state["world_size"] != ctx.world_size:
+            log.warning("checkpoint written by %d process(es), resuming on %d: training continues, "
+                        "but the batches differ from an uninterrupted run", state["world_size"], ctx.world_size)
+
+    model, cfg = factory.build(preset_name, overrides, lookahead_ms)
+    window_frames = int(cfg.window_frames)
+    num_params = sum(p.numel() for p in model.parameters())
+    log.info("generator preset %s: %.2fM parameters, window %d frames", preset_name, num_params / 1e6, window_frames)
+
+    loaded = time.monotonic()
+    train_conversations = load_conversations(args.data, "train")
+    try:
+        val_conversations = load_conversations(args.data, "val")
+    except InputError:
+        val_conversations = []
+    if args.until_plateau and not val_conversations:
+        raise InputError(f"--until-plateau needs validation data, but {Path(args.data) / 'val'} has no shards")
+    mean, std = motion_statistics(train_conversations)
+    model.set_motion_stats(torch.from_numpy(mean), torch.from_numpy(std))
+    left, right = model.audio_context()
+    train_bank = WindowBank(train_conversations, window_frames, left, right, ctx.device)
+    val_bank = WindowBank(val_conversations, window_frames, left, right, ctx.device) if val_conversations else None
+    del train_conversations, val_conversations
+    log.info("data: %.2f h train (%d conversations), %s val, loaded in %.1f s on %s",
+             train_bank.hours, train_bank.num_conversations,
+             f"{val_bank.hours:.2f} h" if val_bank else "no", time.monotonic() - loaded, ctx.device)
+
+    options = TrainOptions(
+        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, schedule=args.lr_schedule,
+        max_steps=args.max_steps, max_minutes=args.max_minutes, until_plateau=args.until_plateau,
+        val_every=args.val_every, val_batches=args.val_batches, ckpt_every=args.ckpt_every,
+        log_every=args.log_every, anchor_strategy=args.anchor_strategy, seed=args.seed,
+        progress=not args.no_progress)
+    record = {
+        "data_dir": str(Path(args.data).resolve()), "train_hours": round(train_bank.hours, 4),
+        "preset": preset_name, "model_options": overrides, "lookahead_ms": lookahead_ms,
+        "generator_config": _config_dict(cfg), "parameters": num_params,
+        "command": command_line(args, ctx.world_size),
+        "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+    }
+    trainer = Trainer(model, train_bank, val_bank, options, run_dir, ctx, record=record)
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resumed at step %d", trainer.step)
+        del state
+    result = trainer.fit()
+
+    if ctx.is_main:
+        curve = plot_loss_curve(run_dir, run_dir / LOSS_CURVE_NAME)
+        export = Path(args.export) if args.export else run_dir / EXPORT_NAME
+        device_seconds = result.train_seconds * ctx.world_size
+        info = {
+            **{k: v for k, v in record.items() if k != "generator_config"},
+            "steps": result.step, "batch_size": options.batch_size, "world_size": ctx.world_size,
+            "anchor_strategy": options.anchor_strategy, "seed": options.seed,
+            "stopped_because": result.stopped_because,
+            "train_wall_seconds": round(result.train_seconds, 1),
+            ("gpu_seconds" if ctx.device.type == "cuda" else "cpu_process_seconds"): round(device_seconds, 1),
+            "final_val_loss": result.val_history[-1][1] if result.val_history else None,
+            "weights": "EMA (decay %g)" % options.ema_decay,
+        }
+        export.parent.mkdir(parents=True, exist_ok=True)
+        factory.save_weights(trainer.ema, export, info)
+        (run_dir / "training_record.json").write_text(json.dumps(info, indent=2) + "\n")
+        log.info("stopped at step %d (%s) after %.1f min; EMA weights -> %s; loss curve -> %s",
+                 result.step, result.stopped_because, result.train_seconds / 60, export, curve)
+    ddp.barrier(ctx)
+    return 0

@@ -1,0 +1,194 @@
+"""Training windows cut from a split of conversation shards, held in memory.
+
+The whole split is loaded once: audio as int16 (half the memory of float32, and
+exact for the 16-bit FLAC the shards store), motion as float32. Both live on the
+training device, so a batch is made by index arithmetic and one gather — no
+DataLoader, no workers, no host round trip.
+
+Layout in memory
+----------------
+* ``motion``  [2, total_frames, D]: every conversation's frames, back to back.
+* ``audio``   [2, total_samples] int16: every conversation's audio cut to exactly
+  ``frames * 640`` samples, with ``left`` zeros before and ``right`` zeros after
+  it, so a window at the start or end of a conversation reads silence outside
+  the conversation instead of its neighbour.
+* ``window_frame_start`` / ``window_audio_start`` [num_windows]: for every valid
+  window start (t0 in [0, frames - W]) of every conversation, the index of frame
+  t0 in ``motion`` and of its first sample in ``audio``.
+
+Each window gives two samples: party A as "self" (its motion is the target, B is
+"other") and the reverse. A batch draws (window, direction) pairs uniformly.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dystream.config import SAMPLES_PER_FRAME
+from dystream.data.schema import Conversation, read_shard, shard_paths
+from dystream.errors import InputError
+from dystream.motion import MOTION_DIM
+
+log = logging.getLogger(__name__)
+
+ANCHOR_STRATEGIES = ("none", "random", "last-weighted")
+# last-weighted: the anchor is one of the window's last frames, newer ones likelier.
+LAST_WEIGHTED_FRAMES = 10
+
+INT16_SCALE = 32768.0
+
+
+@dataclass
+class WindowBatch:
+    """One training batch, every tensor on the bank's device."""
+
+    self_audio: torch.Tensor   # float32 [B, left + W*640 + right]
+    other_audio: torch.Tensor  # float32 [B, left + W*640 + right]
+    motion: torch.Tensor       # float32 [B, W, D] (the self party's motion)
+    anchor: torch.Tensor       # float32 [B, D]
+    anchor_keep: torch.Tensor  # bool [B]
+
+
+def load_conversations(root: str | Path, split: str, threads: int = 8) -> list[Conversation]:
+    """Every conversation of a split, shards decoded in parallel (FLAC decoding releases the GIL)."""
+    root = Path(root)
+    try:
+        paths = shard_paths(root, split)
+    except FileNotFoundError as exc:
+        raise InputError(f"{exc}; make data with `dystream data synth --hours H -o DIR`") from exc
+    if not paths:
+        raise InputError(f"no shards in {root / split}; make data with `dystream data synth --hours H -o {root}`")
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+        shards = list(pool.map(read_shard, paths))
+    return [conv for shard in shards for conv in shard]
+
+
+def motion_statistics(conversations: list[Conversation], min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over both parties of every frame (float64 sums, float32 out).
+
+    ``min_std`` keeps channels that never move (e.g. a constant in synthetic data)
+    from blowing up when the model divides by the std.
+    """
+    count = 0
+    total = np.zeros(MOTION_DIM, np.float64)
+    total_sq = np.zeros(MOTION_DIM, np.float64)
+    for conv in conversations:
+        frames = conv.motion.reshape(-1, MOTION_DIM).astype(np.float64)
+        count += frames.shape[0]
+        total += frames.sum(0)
+        total_sq += np.square(frames).sum(0)
+    if count == 0:
+        raise InputError("no motion frames to compute statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32)
+
+
+class WindowBank:
+    """All windows of one split, ready to be gathered into batches on ``device``."""
+
+    def __init__(self, conversations: list[Conversation], window_frames: int,
+                 audio_left: int, audio_right: int, device: torch.device | str = "cpu"):
+        if window_frames < 1:
+            raise InputError(f"window_frames must be >= 1, got {window_frames}")
+        if audio_left < 0 or audio_right < 0:
+            raise InputError(f"audio context must be >= 0 samples, got ({audio_left}, {audio_right})")
+        self.window_frames = window_frames
+        self.audio_left = audio_left
+        self.audio_right = audio_right
+        self.device = torch.device(device)
+
+        usable = [c for c in conversations if c.num_frames >= window_frames]
+        skipped = len(conversations) - len(usable)
+        if skipped:
+            log.warning("skipping %d conversation(s) shorter than one window of %d frames", skipped, window_frames)
+        if not usable:
+            raise InputError(f"no conversation has at least {window_frames} frames "
+                             f"({window_frames / 25:.2f} s); generate longer conversations")
+
+        motion_parts, audio_parts, frame_starts, audio_starts = [], [], [], []
+        frame_offset = audio_offset = 0
+        for conv in usable:
+            frames = conv.num_frames
+            samples = frames * SAMPLES_PER_FRAME
+            audio = np.zeros((2, audio_left + samples + audio_right), np.int16)
+            clip = conv.audio[:, :samples]
+            audio[:, audio_left:audio_left + clip.shape[1]] = _to_int16(clip)
+            audio_parts.append(audio)
+            motion_parts.append(np.asarray(conv.motion, np.float32))
+            t0 = np.arange(frames - window_frames + 1, dtype=np.int64)
+            frame_starts.append(frame_offset + t0)
+            audio_starts.append(audio_offset + audio_left + t0 * SAMPLES_PER_FRAME)
+            frame_offset += frames
+            audio_offset += audio.shape[1]
+
+        self.num_conversations = len(usable)
+        self.hours = sum(c.num_frames for c in usable) / 25 / 3600
+        self.motion = torch.from_numpy(np.concatenate(motion_parts, axis=1)).to(self.device)
+        self.audio = torch.from_numpy(np.concatenate(audio_parts, axis=1)).to(self.device)
+        self.window_frame_start = torch.from_numpy(np.concatenate(frame_starts)).to(self.device)
+        self.window_audio_start = torch.from_numpy(np.concatenate(audio_starts)).to(self.device)
+        self._frame_offsets = torch.arange(window_frames, device=self.device)
+        self._sample_offsets = torch.arange(
+            -audio_left, window_frames * SAMPLES_PER_FRAME + audio_right, device=self.device)
+
+    @property
+    def num_windows(self) -> int:
+        return int(self.window_frame_start.numel())
+
+    @property
+    def audio_samples_per_window(self) -> int:
+        return self.audio_left + self.window_frames * SAMPLES_PER_FRAME + self.audio_right
+
+    def gather(self, window: torch.Tensor, self_party: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(self_audio, other_audio, motion) for window indices and self-party indices (0 = A, 1 = B)."""
+        frames = self.window_frame_start[window, None] + self._frame_offsets
+        samples = self.window_audio_start[window, None] + self._sample_offsets
+        party = self_party[:, None]
+        motion = self.motion[party, frames]
+        self_audio = self.audio[party, samples].float() / INT16_SCALE
+        other_audio = self.audio[1 - party, samples].float() / INT16_SCALE
+        return self_audio, other_audio, motion
+
+    def sample(self, batch_size: int, generator: torch.Generator, anchor_strategy: str = "last-weighted") -> WindowBatch:
+        """A random batch; every draw comes from ``generator`` (on the bank's device), nothing else."""
+        window = torch.randint(self.num_windows, (batch_size,), generator=generator, device=self.device)
+        self_party = torch.randint(2, (batch_size,), generator=generator, device=self.device)
+        self_audio, other_audio, motion = self.gather(window, self_party)
+        anchor, keep = choose_anchor(motion, anchor_strategy, generator)
+        return WindowBatch(self_audio, other_audio, motion, anchor, keep)
+
+
+def choose_anchor(motion: torch.Tensor, strategy: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The anchor frame [B, D] and whether it is given [B] for windows of motion [B, W, D].
+
+    * ``none``: no anchor (zeros, keep=False) — the model learns without one.
+    * ``random``: a ground-truth frame drawn uniformly from the whole window.
+    * ``last-weighted``: one of the last 10 frames, frame W-1-k with weight
+      proportional to 10-k — at inference the anchor is the reference pose the
+      stream should keep returning to, so it should look like recent motion.
+    Condition dropout for guidance happens inside the model, not here.
+    """
+    batch, window, _ = motion.shape
+    rows = torch.arange(batch, device=motion.device)
+    if strategy == "none":
+        return torch.zeros_like(motion[:, 0]), torch.zeros(batch, dtype=torch.bool, device=motion.device)
+    if strategy == "random":
+        position = torch.randint(window, (batch,), generator=generator, device=motion.device)
+    elif strategy == "last-weighted":
+        span = min(LAST_WEIGHTED_FRAMES, window)
+        weights = torch.arange(1, span + 1, dtype=torch.float32, device=motion.device).expand(batch, span)
+        position = window - span + torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    else:
+        raise InputError(f"unknown anchor strategy {strategy!r}; choose one of {', '.join(ANCHOR_STRATEGIES)}")
+    return motion[rows, position], torch.ones(batch, dtype=torch.bool, device=motion.device)
+
+
+def _to_int16(audio: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(audio, np.float32) * INT16_SCALE), -32768, 32767).astype(np.int16)

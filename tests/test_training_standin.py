@@ -1,0 +1,156 @@
+"""A tiny model with the generator's training contract, and tiny datasets, for the training tests.
+
+The stand-in has the signatures of docs/CONTRACTS.md ("Generator"): ``audio_context``,
+``training_loss`` (noise from the given generator, dropout from the global RNG —
+both must be reproduced exactly on resume), ``set_motion_stats``. It checks the
+shapes it receives, so a window cut with the wrong audio context fails loudly.
+
+This module also serves as the ``--model-factory`` of the CLI in tests (``build`` and
+``save_weights``), and records which rank saved checkpoints (``DYSTREAM_TEST_SAVE_LOG``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dystream.config import SAMPLE_RATE, SAMPLES_PER_FRAME
+from dystream.data.schema import Conversation, PartyLabels, write_shard
+from dystream.motion import MOTION_DIM, REST
+
+
+@dataclass(frozen=True)
+class StandInConfig:
+    window_frames: int = 12
+    hidden: int = 16
+    history_samples: int = 640      # audio before the first frame the model asks for
+    lookahead_ms: float = 40.0
+    dropout: float = 0.1
+
+
+class StandInGenerator(nn.Module):
+    def __init__(self, cfg: StandInConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.self_audio = nn.Linear(SAMPLES_PER_FRAME, cfg.hidden)
+        self.other_audio = nn.Linear(SAMPLES_PER_FRAME, cfg.hidden)
+        self.anchor_in = nn.Linear(MOTION_DIM, cfg.hidden)
+        self.motion_in = nn.Linear(MOTION_DIM + 1, cfg.hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.hidden, MOTION_DIM)
+        self.register_buffer("motion_mean", torch.zeros(MOTION_DIM))
+        self.register_buffer("motion_std", torch.ones(MOTION_DIM))
+
+    def audio_context(self) -> tuple[int, int]:
+        return self.cfg.history_samples, int(round(self.cfg.lookahead_ms * SAMPLE_RATE / 1000))
+
+    def set_motion_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.motion_mean.copy_(mean)
+        self.motion_std.copy_(std)
+
+    def training_loss(self, self_audio, other_audio, motion, anchor, anchor_keep, generator=None):
+        batch, frames, dim = motion.shape
+        left, right = self.audio_context()
+        expected = (batch, left + frames * SAMPLES_PER_FRAME + right)
+        assert self_audio.shape == expected and other_audio.shape == expected, (self_audio.shape, expected)
+        assert anchor.shape == (batch, dim) and anchor_keep.shape == (batch,) and anchor_keep.dtype == torch.bool
+
+        def frames_of(audio):
+            return audio[:, left:left + frames * SAMPLES_PER_FRAME].reshape(batch, frames, SAMPLES_PER_FRAME)
+
+        x0 = (motion - self.motion_mean) / self.motion_std
+        sigma = torch.rand(batch, 1, 1, generator=generator, device=motion.device)
+        noise = torch.randn(x0.shape, generator=generator, device=motion.device)
+        noisy = (1 - sigma) * x0 + sigma * noise
+        anchor_norm = (anchor - self.motion_mean) / self.motion_std * anchor_keep[:, None]
+        hidden = (self.self_audio(frames_of(self_audio)) + self.other_audio(frames_of(other_audio))
+                  + self.anchor_in(anchor_norm)[:, None]
+                  + self.motion_in(torch.cat([noisy, sigma.expand(batch, frames, 1)], -1)))
+        x0_hat = self.out(self.dropout(torch.nn.functional.gelu(hidden)))
+        loss = torch.mean((x0_hat.float() - x0) ** 2)
+        return loss, {"sigma_mean": float(sigma.mean())}
+
+
+# -- the CLI's --model-factory interface --------------------------------------------------------
+
+def build(preset_name: str, overrides: dict[str, str], lookahead_ms: float | None):
+    from dystream.training.cli import apply_overrides
+
+    cfg = apply_overrides(StandInConfig(), overrides, lookahead_ms)
+    return StandInGenerator(cfg), cfg
+
+
+def save_weights(model: nn.Module, path, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"config": json.dumps(asdict(model.cfg)), "training": json.dumps(info)})
+
+
+def _record_saving_rank() -> None:
+    """Under DYSTREAM_TEST_SAVE_LOG=DIR, every checkpoint save appends this process's rank to a file."""
+    log_dir = os.environ.get("DYSTREAM_TEST_SAVE_LOG")
+    if not log_dir:
+        return
+    import dystream.training.trainer as trainer_module
+
+    original = trainer_module.save_checkpoint
+
+    def recording_save(path, state):
+        with open(Path(log_dir) / f"saves-rank{os.environ.get('RANK', '0')}.txt", "a") as f:
+            f.write(f"{state['step']}\n")
+        return original(path, state)
+
+    trainer_module.save_checkpoint = recording_save
+
+
+_record_saving_rank()
+
+
+# -- tiny datasets --------------------------------------------------------------------------------
+
+def make_conversation(rng: np.random.Generator, conv_id: str, split: str, seconds: float) -> Conversation:
+    """Two parties with random-ish speech-like audio and smooth motion."""
+    frames = int(seconds * 25)
+    samples = frames * SAMPLES_PER_FRAME
+    time_axis = np.arange(samples) / SAMPLE_RATE
+    audio = np.zeros((2, samples), np.float32)
+    motion = np.zeros((2, frames, MOTION_DIM), np.float32)
+    for party in range(2):
+        envelope = np.repeat(rng.random(frames) > 0.5, SAMPLES_PER_FRAME)
+        tone = np.sin(2 * np.pi * rng.uniform(100, 300) * time_axis)
+        audio[party] = (0.3 * envelope * tone + 0.01 * rng.standard_normal(samples)).astype(np.float32)
+        walk = np.cumsum(rng.standard_normal((frames, MOTION_DIM)) * 0.02, axis=0)
+        kernel = np.ones(5) / 5
+        smooth = np.stack([np.convolve(walk[:, d], kernel, mode="same") for d in range(MOTION_DIM)], axis=1)
+        motion[party] = (REST + 0.1 * np.tanh(smooth)).astype(np.float32)
+    return Conversation(id=conv_id, split=split, audio=audio, motion=motion, voices=["test_a", "test_b"],
+                        labels=[PartyLabels(), PartyLabels()],
+                        style=[{"neutral": REST.tolist()}, {"neutral": REST.tolist()}])
+
+
+def make_dataset(root: Path, train: int = 3, val: int = 2, seconds: float = 4.0, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("val", val)):
+        conversations = [make_conversation(rng, f"{split}-{i}", split, seconds + i) for i in range(count)]
+        write_shard(root / split / "shard-00000.npz", conversations)
+    return root
+
+
+def test_standin_follows_the_contract_shapes():
+    model = StandInGenerator(StandInConfig())
+    left, right = model.audio_context()
+    assert (left, right) == (640, 640)
+    batch, frames = 3, model.cfg.window_frames
+    audio = torch.zeros(batch, left + frames * SAMPLES_PER_FRAME + right)
+    loss, stats = model.training_loss(audio, audio, torch.zeros(batch, frames, MOTION_DIM),
+                                      torch.zeros(batch, MOTION_DIM), torch.ones(batch, dtype=torch.bool),
+                                      generator=torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and torch.isfinite(loss) and "sigma_mean" in stats

@@ -1,0 +1,105 @@
+"""``dystream data``: synth | inspect | from-video."""
+
+from __future__ import annotations
+
+import argparse
+
+from dystream.errors import InputError
+
+
+def _split_hours(text: str) -> dict[str, float]:
+    """``train=10,val=0.5,test=1`` -> shares of each split (any positive numbers)."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected split=hours pairs like train=10,val=0.5,test=1, got {text!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected split=hours pairs like train=10,val=0.5,test=1, got {text!r}")
+    return out
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="{synth,inspect,from-video}")
+
+    synth = sub.add_parser("synth", help="generate synthetic two-party conversations (audio, motion, labels)",
+                           description="Generate synthetic two-party conversations into shards.")
+    synth.add_argument("--hours", type=float, required=True,
+                       help="conversation time to generate over all splits (the long test conversations come on top "
+                            "when they exceed the test share)")
+    synth.add_argument("-o", "--output", required=True, help="dataset folder (created; an existing one is resumed)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=1, help="parallel processes (output does not depend on it)")
+    synth.add_argument("--split-hours", type=_split_hours, default=None,
+                       help="shares of the splits, e.g. train=17,val=1,test=2 (scaled to --hours; "
+                            "default train=0.85,val=0.05,test=0.10)")
+    synth.add_argument("--engines", default="flite,espeak",
+                       help="speech engines: flite,espeak (10 voices) or flite (4 voices; no GPL engine)")
+    synth.add_argument("--long-test-conversations", type=int, default=10,
+                       help="5-minute conversations at the start of the test split, for drift measurements")
+    synth.add_argument("--conversations-per-shard", type=int, default=8)
+    synth.add_argument("--min-seconds", type=float, default=20.0, help="shortest conversation")
+    synth.add_argument("--max-seconds", type=float, default=240.0, help="longest conversation (except long test ones)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(func=_synth)
+
+    inspect = sub.add_parser("inspect", help="statistics of a dataset and a picture of one conversation")
+    inspect.add_argument("dataset", help="dataset folder")
+    inspect.add_argument("-o", "--output", default=None, help="PNG of one example conversation")
+    inspect.add_argument("--conversation", default=None, help="id of the conversation to draw (default: first of val)")
+    inspect.add_argument("--seconds", type=float, default=12.0, help="length of the drawn excerpt")
+    inspect.set_defaults(func=_inspect)
+
+    # its options belong to dystream.data.from_video, which parses ``args.arguments`` itself
+    from_video = sub.add_parser("from-video", help="make shards from real talking videos (motion read by the encoder)",
+                                add_help=False)
+    from_video.add_argument("arguments", nargs=argparse.REMAINDER)
+    from_video.set_defaults(func=_from_video)
+    parser.set_defaults(func=None)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from dystream.data.synth import SynthSettings, synthesize_dataset
+
+    settings = SynthSettings(
+        seed=args.seed, hours=args.hours,
+        engines=[e.strip() for e in args.engines.split(",") if e.strip()],
+        long_test_conversations=args.long_test_conversations,
+        conversations_per_shard=args.conversations_per_shard,
+        min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    if args.split_hours is not None:
+        shares = {"train": 0.0, "val": 0.0, "test": 0.0}
+        unknown = set(args.split_hours) - set(shares)
+        if unknown:
+            raise InputError(f"--split-hours: unknown split(s) {', '.join(sorted(unknown))}; use train, val, test")
+        shares.update(args.split_hours)
+        settings.split_fractions = shares
+    manifest = synthesize_dataset(args.output, settings, workers=args.workers, progress=not args.quiet)
+    run = manifest["last_run"]
+    hours = manifest["hours"]
+    print(f"{args.output}: " + ", ".join(f"{s} {h:.3f} h" for s, h in hours.items())
+          + f"; this run wrote {run['shards_written']} shards ({run['hours_written']:.3f} h) "
+            f"in {run['wall_seconds']:.1f} s with {run['workers']} workers")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from dystream.data.inspect import dataset_statistics, format_statistics, plot_example
+
+    stats = dataset_statistics(args.dataset)
+    print(format_statistics(stats))
+    if args.output:
+        path = plot_example(args.dataset, args.output, conversation_id=args.conversation, seconds=args.seconds)
+        print(f"wrote {path}")
+    return 0
+
+
+def _from_video(args: argparse.Namespace) -> int:
+    # written by the autoencoder side; imported only when asked for (needs the face extras)
+    try:
+        from dystream.data import from_video
+    except ImportError as exc:
+        raise InputError(f"`dystream data from-video` is not available in this build ({exc})") from None
+    return from_video.main(args)

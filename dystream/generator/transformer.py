@@ -6,7 +6,8 @@ block (frame-aligned, as in the paper). Each block is pre-norm self-attention
 followed by an MLP. Attention keys are:
 
 * the anchor token: the projected anchor motion, turned into a key/value by the
-  block's own projection, with no position (it is always visible), and
+  block's own projection, with no position (it is always visible; its logit uses
+  the unrotated query, so it is the same at every frame), and
 * the frames t-W+1 .. t, with rotary *relative* positions.
 
 Deviation from the paper: DyStream has a second self-attention with absolute
@@ -59,6 +60,18 @@ class TransformerCache:
     frame: int = 0  # index of the next frame to be written
 
 
+def attend(q_rotated, q_plain, keys, values, anchor_k, anchor_v, mask, dropout_p=0.0, training=False):
+    """Attention over [anchor] + frames. The anchor has no position, so its logit uses the
+    unrotated query; frame logits use rotary-rotated queries and keys. mask [T, S] bool."""
+    scale = q_plain.shape[-1] ** -0.5
+    anchor_logits = (q_plain @ anchor_k.transpose(-1, -2)) * scale  # [B, h, T, 1]
+    frame_logits = (q_rotated @ keys.transpose(-1, -2)) * scale  # [B, h, T, S]
+    frame_logits = frame_logits.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(torch.cat([anchor_logits, frame_logits], dim=-1), dim=-1)
+    weights = F.dropout(weights, dropout_p, training)
+    return weights[..., :1] * anchor_v + weights[..., 1:] @ values
+
+
 class Block(nn.Module):
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__()
@@ -90,20 +103,14 @@ class Block(nn.Module):
     def forward(self, x, anchor_token, cos, sin, mask):
         q, k, v = self._split(self.attn_norm(x))
         ka, va = self.anchor_kv(anchor_token)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys, values = torch.cat([ka, k], dim=2), torch.cat([va, v], dim=2)
-        attended = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        attended = attend(rotate(q, cos, sin), q, rotate(k, cos, sin), v, ka, va, mask, self.dropout, self.training)
         return self._finish(x, attended)
 
     def step(self, x, layer_keys, layer_values, anchor_k, anchor_v, slot, key_cos, key_sin, mask):
         q, k, v = self._split(self.attn_norm(x))  # [B, h, 1, d]
         layer_keys[:, :, slot] = k[:, :, 0]
         layer_values[:, :, slot] = v[:, :, 0]
-        keys = torch.cat([anchor_k, rotate(layer_keys, key_cos, key_sin)], dim=2)
-        values = torch.cat([anchor_v, layer_values], dim=2)
-        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        attended = attend(q, q, rotate(layer_keys, key_cos, key_sin), layer_values, anchor_k, anchor_v, mask)
         return self._finish(x, attended)
 
 
@@ -134,8 +141,7 @@ class FrameTransformer(nn.Module):
         positions = torch.arange(t, device=prev_motion.device)
         cos, sin = rotary_tables(t, self.cfg.width // self.cfg.heads, prev_motion.device, prev_motion.dtype)
         distance = positions[:, None] - positions[None, :]
-        band = (distance >= 0) & (distance < self.cfg.window)
-        mask = torch.cat([torch.ones(t, 1, dtype=torch.bool, device=band.device), band], dim=1)
+        mask = (distance >= 0) & (distance < self.cfg.window)
         x = self.motion_in(prev_motion)
         for block in self.blocks:
             x = block(x + fused_audio, anchor_token, cos, sin, mask)
@@ -164,7 +170,7 @@ class FrameTransformer(nn.Module):
         slots = torch.arange(w, device=prev_motion.device)
         distance = (slot - slots) % w
         key_cos, key_sin = self.rope_cos[distance], -self.rope_sin[distance]
-        mask = torch.cat([torch.ones(1, dtype=torch.bool, device=slots.device), distance <= frame])[None]
+        mask = (distance <= frame)[None]
         x = self.motion_in(prev_motion)
         for i, block in enumerate(self.blocks):
             x = block.step(x + fused_audio, cache.keys[i], cache.values[i], cache.anchor_keys[i],

@@ -1,0 +1,46 @@
+"""Small randomly initialised generators for tests (not a test module itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dystream.generator.config import preset
+from dystream.generator.model import Generator
+from dystream.motion import MOTION_DIM, REST, TYPICAL_MAX
+
+
+def tiny_generator(seed: int = 0, **overrides) -> Generator:
+    """A small generator whose zero-initialised layers are given small random values.
+
+    A fresh head outputs exactly the motion mean (zero-initialised output), which
+    would make every comparison trivially pass; this looks like a partly trained model.
+    """
+    sizes = dict(n_mels=32, audio_width=64, audio_layers=2, width=64, layers=2, heads=4,
+                 head_width=64, head_blocks=2, window=16, dropout=0.0)
+    sizes.update(overrides)
+    torch.manual_seed(seed)
+    model = Generator(preset("small", **sizes))
+    head = model.head
+    with torch.no_grad():
+        for layer in (head.time_modulation[1], head.cond_modulation[1], head.out_modulation[1], head.out):
+            layer.weight.normal_(0.0, 0.05)
+            layer.bias.normal_(0.0, 0.05)
+        for null in (model.null_self, model.null_other, model.null_anchor):
+            null.normal_(0.0, 0.5)
+    model.set_motion_stats(torch.from_numpy(REST), torch.from_numpy(TYPICAL_MAX) / 3)
+    return model.eval()
+
+
+def speech_like(num_samples: int, seed: int) -> np.ndarray:
+    """Noise bursts with a syllable-rate envelope: enough structure for the encoders."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / 16000
+    envelope = np.clip(np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 6)), 0, None)
+    tone = np.sin(2 * np.pi * rng.uniform(120, 220) * t)
+    return (0.2 * envelope * (tone + 0.5 * rng.standard_normal(num_samples))).astype(np.float32)
+
+
+def anchor_frame(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (REST + 0.05 * rng.standard_normal(MOTION_DIM)).astype(np.float32)

@@ -1,0 +1,173 @@
+import numpy as np
+import pytest
+import torch
+
+from dystream.errors import DystreamError, InputError
+from dystream.generator.config import GeneratorConfig, preset
+from dystream.generator.guidance import frame_noise, plan_guidance
+from dystream.generator.inference import generate_motion
+from dystream.generator.model import Generator
+from dystream.generator.weights import load_generator, read_metadata, save_weights
+from dystream.motion import MOTION_DIM
+
+from generator_helpers import anchor_frame, speech_like, tiny_generator
+
+
+def _batch(model, batch=2, frames=12, seed=0):
+    left, right = model.audio_context()
+    g = torch.Generator().manual_seed(seed)
+    n = left + frames * 640 + right
+    audio = lambda: 0.1 * torch.randn(batch, n, generator=g)
+    motion = 0.1 * torch.randn(batch, frames, MOTION_DIM, generator=g)
+    keep = torch.arange(batch) % 2 == 0  # one sample without anchor: the null anchor is used too
+    return audio(), audio(), motion, motion[:, -1], keep
+
+
+def test_presets_and_parameter_counts():
+    small = Generator(preset("small")).parameter_counts()
+    assert 1e6 < small["total"] < 20e6
+    assert small["total"] == small["audio encoders"] + small["transformer"] + small["flow head"] + 3 * 256
+    paper = preset("paper")
+    assert (paper.width, paper.layers, paper.heads, paper.head_blocks, paper.audio_layers) == (768, 12, 12, 6, 8)
+
+
+def test_bad_lookahead_is_a_clear_error():
+    with pytest.raises(InputError, match="lookahead"):
+        GeneratorConfig(self_lookahead_ms=130)
+    with pytest.raises(InputError, match="10 ms"):
+        GeneratorConfig(other_lookahead_ms=45)
+
+
+def test_audio_context_matches_what_the_encoders_read():
+    model = tiny_generator(self_lookahead_ms=60, other_lookahead_ms=20)
+    left, right = model.audio_context()
+    assert right == 60 * 16
+    cfg = model.cfg
+    assert left == cfg.front_left_samples + cfg.encoder_context_frames * 640
+    assert model.self_encoder.samples_needed(5) == cfg.front_left_samples + 5 * 640 + 960
+
+
+def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes():
+    model = tiny_generator().train()
+    loss, stats = model.training_loss(*_batch(model), generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(loss) and loss.dim() == 0
+    assert set(stats) >= {"loss", "mse", "mse_last"} and all(isinstance(v, float) for v in stats.values())
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert no_grad == []
+    self_audio, other_audio, motion, anchor, keep = _batch(model)
+    with pytest.raises(ValueError, match="self_audio must be"):
+        model.training_loss(self_audio[:, :-1], other_audio, motion, anchor, keep)
+
+
+def test_training_loss_is_reproducible_with_a_generator():
+    model = tiny_generator().train()
+    batch = _batch(model)
+    a, _ = model.training_loss(*batch, generator=torch.Generator().manual_seed(5))
+    b, _ = model.training_loss(*batch, generator=torch.Generator().manual_seed(5))
+    model.eval()  # dropout is 0 in the tiny model, so train/eval differ only by nothing random
+    assert torch.equal(a, b)
+
+
+def test_a_few_steps_fit_a_fixed_batch():
+    model = tiny_generator().train()
+    batch = _batch(model, batch=4, frames=10)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for step in range(40):
+        loss, _ = model.training_loss(*batch, generator=torch.Generator().manual_seed(step % 4))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-4:]) < 0.6 * np.mean(losses[:4])
+
+
+def test_kv_cache_equals_recompute_beyond_the_window():
+    model = tiny_generator(window=8)
+    tf = model.transformer
+    frames = 30  # the ring wraps more than three times
+    g = torch.Generator().manual_seed(0)
+    prev = torch.randn(2, frames, MOTION_DIM, generator=g)
+    fused = torch.randn(2, frames, model.cfg.width, generator=g)
+    anchor = model.anchor_token(torch.randn(2, MOTION_DIM, generator=g), torch.tensor([True, False]))
+    with torch.inference_mode():
+        full = tf(prev, fused, anchor)
+        cache = tf.new_cache(anchor)
+        stepped = torch.cat([tf.step(prev[:, t:t + 1], fused[:, t:t + 1], cache) for t in range(frames)], 1)
+    assert (full - stepped).abs().max().item() < 1e-5
+    # Each layer looks back W-1 frames, so a frame's influence ends layers * (W-1) frames later.
+    prev2 = prev.clone()
+    prev2[:, 3] += 1.0
+    with torch.inference_mode():
+        full2 = tf(prev2, fused, anchor)
+    reach = 3 + model.cfg.layers * (model.cfg.window - 1)
+    assert torch.equal(full2[:, reach + 1:], full[:, reach + 1:])
+    assert not torch.allclose(full2[:, reach], full[:, reach])
+
+
+@pytest.mark.parametrize("lookahead_ms", [0, 60, 120])
+def test_audio_beyond_the_lookahead_never_changes_earlier_frames(lookahead_ms):
+    model = tiny_generator(self_lookahead_ms=lookahead_ms, other_lookahead_ms=lookahead_ms)
+    frames = 20
+    self_audio, other_audio = speech_like(frames * 640, 1), speech_like(frames * 640, 2)
+    anchor = anchor_frame()
+    base = generate_motion(model, self_audio, other_audio, anchor, seed=1, steps=3)
+    change_at = 12 * 640 + 17
+    for stream in (0, 1):
+        changed = [self_audio.copy(), other_audio.copy()]
+        changed[stream][change_at:] = speech_like(frames * 640 - change_at, 9)
+        out = generate_motion(model, *changed, anchor, seed=1, steps=3)
+        # Frame f reads audio up to 640 (f + 1) + lookahead samples.
+        last_safe = (change_at - lookahead_ms * 16) // 640 - 1
+        assert np.array_equal(out[: last_safe + 1], base[: last_safe + 1])
+        assert not np.allclose(out[last_safe + 1], base[last_safe + 1])
+
+
+def test_guidance_plan_skips_zero_weights_and_combines_on_x0():
+    default = plan_guidance()
+    assert default.branches == ("none", "self", "other", "all")
+    assert plan_guidance({"self": 0, "other": 0}).branches == ("all",)
+    assert plan_guidance({"self": 0, "other": 0, "all": 0}).branches == ("none",)
+    with pytest.raises(InputError):
+        plan_guidance({"audio": 1.0})
+    x0 = torch.tensor([[1.0], [2.0], [4.0], [8.0]])  # none, self, other, all
+    guided = default.combine(x0, default.weight_tensor())
+    assert guided.item() == pytest.approx(1 + 0.5 * 1 + 0.5 * 3 + 1.0 * 7)
+
+
+def test_frame_noise_depends_only_on_seed_and_frame():
+    a = frame_noise(7, torch.arange(0, 100), MOTION_DIM)
+    b = frame_noise(7, torch.tensor([42, 3]), MOTION_DIM)
+    assert torch.equal(a[42], b[0]) and torch.equal(a[3], b[1])
+    assert not torch.equal(frame_noise(8, torch.tensor([42]), MOTION_DIM)[0], a[42])
+    many = frame_noise(0, torch.arange(4000), MOTION_DIM)
+    assert abs(many.mean().item()) < 0.02 and abs(many.std().item() - 1) < 0.02
+    assert abs(torch.corrcoef(torch.stack([many[:-1].flatten(), many[1:].flatten()]))[0, 1].item()) < 0.02
+
+
+def test_generate_motion_shapes_seed_and_bad_input():
+    model = tiny_generator()
+    audio = speech_like(16000, 3)
+    out = generate_motion(model, audio, None, anchor_frame(), seed=0)
+    assert out.shape == (25, MOTION_DIM) and np.all(np.isfinite(out))
+    again = generate_motion(model, audio, np.zeros(5, np.float32), anchor_frame(), seed=0)
+    assert np.array_equal(out, again)  # a silent partner, padded, is the same as none
+    assert not np.allclose(out, generate_motion(model, audio, None, anchor_frame(), seed=1))
+    with pytest.raises(InputError, match="too short"):
+        generate_motion(model, np.zeros(100, np.float32), None, anchor_frame())
+    with pytest.raises(InputError, match="anchor"):
+        generate_motion(model, audio, None, np.zeros(3, np.float32))
+
+
+def test_weights_round_trip(tmp_path):
+    model = tiny_generator(self_lookahead_ms=40)
+    path = save_weights(model, tmp_path / "g.safetensors", {"steps": 12})
+    loaded = load_generator(path)
+    assert loaded.cfg == model.cfg and loaded.weights_info == {"steps": 12}
+    assert "config" in read_metadata(path)
+    audio = speech_like(8000, 4)
+    assert np.array_equal(generate_motion(model, audio, None, anchor_frame()),
+                          generate_motion(loaded, audio, None, anchor_frame()))
+    with pytest.raises(DystreamError, match="not found"):
+        load_generator(tmp_path / "missing.safetensors")

@@ -56,6 +56,13 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     return soxr.resample(audio, SAMPLE_RATE, SAMPLE_RATE / factor).astype(np.float32)
 
 
+def _band_mask(freqs: np.ndarray, low_hz: float, high_hz: float, edge_hz: float = 150.0) -> np.ndarray:
+    """1 inside [low, high], 0 outside, with raised-cosine edges (a brick wall would ring)."""
+    rise = np.clip((freqs - (low_hz - edge_hz / 2)) / edge_hz, 0.0, 1.0)
+    fall = np.clip(((high_hz + edge_hz / 2) - freqs) / edge_hz, 0.0, 1.0)
+    return (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
+
+
 def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator) -> np.ndarray:
     """Augment one party's track (same length out)."""
     out = audio.astype(np.float32, copy=True)
@@ -77,7 +84,7 @@ def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator) -
         if spectrum is None:
             spectrum = np.fft.rfft(out, size)
         freqs = np.fft.rfftfreq(size, 1.0 / SAMPLE_RATE)
-        spectrum = spectrum * ((freqs >= aug.low_hz) & (freqs <= aug.high_hz))
+        spectrum = spectrum * _band_mask(freqs, aug.low_hz, aug.high_hz)
     if spectrum is not None:
         out = np.fft.irfft(spectrum, size)[:n].astype(np.float32)
     out *= np.float32(10.0 ** (aug.gain_db / 20.0))

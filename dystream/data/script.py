@@ -204,7 +204,8 @@ def build(rng: np.random.Generator, split: str, voices: list[str], target_second
         _rescale_times(lab, 1.0 / speed)
     info = {"speech_rate": speeds, "tape_speed": speed,
             "augmentation": [a.as_dict() for a in party_aug],
-            "interruptions": sum(p.cut is not None for p in placed)}
+            "interruptions": sum(p.cut is not None for p in placed),
+            "sentences": [[s for p, turn in turns if p == party for s in turn] for party in range(2)]}
     return ScriptResult(audio, labels, info, timings)
 
 

@@ -1,0 +1,117 @@
+"""Parts of the data engine: text, word alignment, augmentation, the flite back end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from dystream.config import SAMPLE_RATE
+from dystream.data import augment, text
+from dystream.data.tts import assign_phones_to_words, words_of
+from dystream.errors import InputError, MissingDependencyError
+
+has_flite = shutil.which("flite") is not None or bool(os.environ.get("DYSTREAM_FLITE"))
+
+
+def test_text_is_varied_and_disjoint_between_splits():
+    drawn = {}
+    for split in ("train", "val", "test"):
+        rng = np.random.default_rng(0)
+        drawn[split] = {text.sentence(rng, split) for _ in range(300)}
+        assert all(text.split_of_text(s) == split for s in drawn[split])
+    assert not drawn["train"] & drawn["test"] and not drawn["train"] & drawn["val"]
+    assert len(drawn["train"]) > 200  # few repeats
+    lengths = [len(s.split()) for s in drawn["train"]]
+    assert min(lengths) <= 2 and max(lengths) >= 10
+
+
+def test_turns_have_short_and_long_forms():
+    rng = np.random.default_rng(1)
+    sizes = [len(text.turn(rng, "train")) for _ in range(200)]
+    assert min(sizes) == 1 and max(sizes) >= 5
+
+
+def test_words_are_assigned_their_own_phones_despite_engine_changes():
+    expected = [["dh", "ah"], ["k", "ae", "t"], ["s", "ae", "t"]]
+    # the engine said "dh iy" (post-lexical change) and dropped nothing
+    spans = assign_phones_to_words(["dh", "iy", "k", "ae", "t", "s", "ae", "t"], expected)
+    assert spans == [(0, 2), (2, 5), (5, 8)]
+    # an inserted phone joins the word before it; a vanished word gets an empty span
+    spans = assign_phones_to_words(["k", "ae", "t", "ah", "s", "ae", "t"], [["k", "ae", "t"], ["s", "ae", "t"]])
+    assert spans == [(0, 4), (4, 7)]
+    spans = assign_phones_to_words(["k", "ae", "t", "s", "ae", "t"], [["k", "ae", "t"], ["ah"], ["s", "ae", "t"]])
+    assert spans == [(0, 3), (3, 3), (3, 6)]
+
+
+def test_words_of_matches_engine_tokenisation():
+    assert words_of("Oh, really? I see.") == ["oh", "really", "i", "see"]
+
+
+def test_speed_change_scales_length_and_augmentation_is_seeded():
+    audio = np.sin(2 * np.pi * 220 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    faster = augment.change_speed(audio, 1.04)
+    assert abs(len(faster) - SAMPLE_RATE / 1.04) < 5
+    settings = augment.PartyAugmentation(gain_db=-6.0, noise_db=-60.0, reverb_seconds=0.3, reverb_mix=0.2,
+                                         low_hz=200.0, high_hz=3400.0)
+    a = augment.apply(audio, settings, np.random.default_rng(5))
+    b = augment.apply(audio, settings, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == audio.shape and a.dtype == np.float32
+    # band limiting removes energy outside the band: a 5 kHz tone nearly vanishes
+    tone = np.sin(2 * np.pi * 5000 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    dry = augment.PartyAugmentation(0.0, -120.0, 0.0, 0.0, 200.0, 3400.0)
+    filtered = augment.apply(tone, dry, np.random.default_rng(0))
+    middle = slice(SAMPLE_RATE // 4, 3 * SAMPLE_RATE // 4)
+    assert np.sqrt(np.mean(filtered[middle] ** 2)) < 0.01 * np.sqrt(np.mean(tone[middle] ** 2))
+    voice_band = np.sin(2 * np.pi * 1000 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    kept = augment.apply(voice_band, dry, np.random.default_rng(0))
+    np.testing.assert_allclose(kept[middle], voice_band[middle], atol=0.01)
+
+
+@pytest.mark.tts
+@pytest.mark.skipif(not has_flite, reason="flite is not installed (apt-get install flite)")
+def test_flite_gives_per_sentence_audio_with_engine_timing():
+    from dystream.data.tts import synthesize
+
+    sentences = ["We should go to the market.", "Really?", "yeah"]
+    utts = synthesize("flite:slt", sentences)
+    assert [u.text for u in utts] == sentences
+    for utt, sentence in zip(utts, sentences):
+        assert [w for w, _, _ in utt.words] == words_of(sentence)
+        assert 0 <= utt.phones[0][1] and utt.phones[-1][2] <= utt.duration + 1e-6
+        assert np.sqrt(np.mean(utt.audio ** 2)) > 0.01
+    # slower speech stretches the engine's own phone times
+    slow = synthesize("flite:slt", sentences[:1], speed=1.3)[0]
+    assert slow.phones[-1][2] > 1.15 * utts[0].phones[-1][2]
+
+
+@pytest.mark.tts
+@pytest.mark.skipif(not has_flite, reason="flite is not installed (apt-get install flite)")
+def test_unknown_voice_names_the_known_ones():
+    from dystream.data.tts import synthesize
+
+    with pytest.raises(InputError, match="slt"):
+        synthesize("flite:nobody", ["Hello."])
+    with pytest.raises(InputError, match="known voices"):
+        synthesize("festival:kal", ["Hello."])
+
+
+def test_missing_flite_names_the_fix(monkeypatch):
+    from dystream.data.tts import flite
+
+    flite.flite_command.cache_clear()
+    flite.available_voices.cache_clear()
+    try:
+        monkeypatch.setenv("DYSTREAM_FLITE", "/nonexistent/flite")
+        with pytest.raises(MissingDependencyError, match="apt-get install flite"):
+            flite.synthesize("slt", ["Hello."])
+        monkeypatch.delenv("DYSTREAM_FLITE")
+        monkeypatch.setenv("PATH", "/nonexistent")
+        with pytest.raises(MissingDependencyError, match="DYSTREAM_FLITE"):
+            flite.synthesize("slt", ["Hello."])
+    finally:
+        flite.flite_command.cache_clear()
+        flite.available_voices.cache_clear()

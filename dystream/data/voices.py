@@ -22,10 +22,11 @@ FLITE_SPLITS = {
     "val": ["flite:kal16"],
     "test": ["flite:slt"],
 }
+# espeak-ng language (accent) + variant (speaker: formants, pitch, voice quality)
 ESPEAK_SPLITS = {
-    "train": ["espeak:en-us+m1", "espeak:en-gb+f2", "espeak:en-us+m3"],
+    "train": ["espeak:en-us+m1", "espeak:en+f2", "espeak:en-us-nyc+m3"],
     "val": ["espeak:en-gb-scotland+f4"],
-    "test": ["espeak:en-us+f3", "espeak:en-029+m7"],
+    "test": ["espeak:en-gb-x-rp+f3", "espeak:en-029+m7"],
 }
 ENGINES = ("flite", "espeak")
 

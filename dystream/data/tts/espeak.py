@@ -1,0 +1,202 @@
+"""The espeak-ng back end (optional; espeak-ng is GPL-3).
+
+Kept apart from the core: nothing else imports this module, and the engine
+itself runs in a child process (``python -m dystream.data.tts.espeak``) that
+loads libespeak-ng from the ``espeakng-loader`` wheel through ctypes. The child
+speaks each sentence with phoneme and word events switched on; the events give
+each phoneme's start (engine timing, not an even spread) and each word's start.
+The parent converts espeak's phoneme mnemonics to CMUdict ARPAbet, resamples to
+16 kHz and cuts each sentence around its speech.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dystream.config import SAMPLE_RATE
+from dystream.data.tts import Utterance, words_of
+from dystream.errors import InputError, MissingDependencyError
+
+_INSTALL_HINT = "install it with `pip install espeakng-loader`, or leave espeak out with `--engines flite`"
+_DEFAULT_WORDS_PER_MINUTE = 175
+_LEAD_IN, _TAIL = 0.02, 0.05
+
+# espeak-ng's English phoneme mnemonics -> CMUdict ARPAbet (lower case)
+_TO_ARPABET = {
+    "p": "p", "b": "b", "t": "t", "d": "d", "k": "k", "g": "g", "m": "m", "n": "n", "N": "ng",
+    "f": "f", "v": "v", "T": "th", "D": "dh", "s": "s", "z": "z", "S": "sh", "Z": "zh", "h": "hh",
+    "tS": "ch", "dZ": "jh", "l": "l", "r": "r", "w": "w", "j": "y", "x": "k", "C": "hh",
+    "t#": "t", "d#": "d", "r-": "r", "l/": "l", "n-": "n", "m-": "m", "*": "d", "?": "t",
+    "@": "ah", "@2": "ah", "@5": "ah", "@L": "l", "3": "er", "3:": "er", "a": "ae", "a#": "ah",
+    "aa": "aa", "A:": "aa", "A@": "aa", "A#": "aa", "aI": "ay", "aI@": "ay", "aI3": "ay",
+    "aU": "aw", "aU@": "aw", "e": "eh", "E": "eh", "e@": "eh", "eI": "ey", "i": "iy", "i:": "iy",
+    "I": "ih", "I#": "ih", "I2": "ih", "i@": "iy", "i@3": "iy", "0": "aa", "O": "ao", "O:": "ao",
+    "O@": "ao", "o@": "ao", "oU": "ow", "o": "ow", "OI": "oy", "u:": "uw", "u": "uw", "U": "uh",
+    "U@": "uh", "V": "ah", "IR": "ih",
+}
+_VOWEL_START = {"@": "ah", "3": "er", "a": "ae", "A": "aa", "e": "eh", "E": "eh", "i": "iy", "I": "ih",
+                "0": "aa", "O": "ao", "o": "ow", "u": "uw", "U": "uh", "V": "ah"}
+
+
+def to_arpabet(mnemonic: str) -> str:
+    """One espeak phoneme mnemonic -> a CMUdict phone ("pau" for pauses)."""
+    mnemonic = mnemonic.lstrip("',%=")  # stress marks
+    if not mnemonic or mnemonic.startswith("_") or mnemonic in ("||", "|"):
+        return "pau"
+    for candidate in (mnemonic, mnemonic.rstrip(";#/0123456789"), mnemonic[:2], mnemonic[:1]):
+        if candidate in _TO_ARPABET:
+            return _TO_ARPABET[candidate]
+    return _VOWEL_START.get(mnemonic[:1], "pau")
+
+
+def check_available() -> None:
+    try:
+        import espeakng_loader  # noqa: F401  (only checks that the wheel is there)
+    except ImportError:
+        raise MissingDependencyError(f"the espeak-ng voices need the espeakng-loader package; {_INSTALL_HINT}") from None
+
+
+def _run_child(voice: str, words_per_minute: int, sentences: list[str]) -> dict:
+    check_available()
+    with tempfile.TemporaryDirectory(prefix="dystream-espeak-") as tmp:
+        request = Path(tmp) / "request.json"
+        result = Path(tmp) / "result.npz"
+        request.write_text(json.dumps({"voice": voice, "rate": words_per_minute, "sentences": sentences}))
+        done = subprocess.run([sys.executable, "-m", "dystream.data.tts.espeak", str(request), str(result)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode == 3:
+            raise InputError(done.stderr.strip().splitlines()[-1])
+        if done.returncode != 0 or not result.exists():
+            raise MissingDependencyError(f"espeak-ng failed ({done.stderr.strip()[-400:]}); {_INSTALL_HINT}")
+        with np.load(result, allow_pickle=False) as z:
+            out = {"meta": json.loads(str(z["meta"]))}
+            for i in range(len(sentences)):
+                out[i] = np.array(z[f"audio_{i}"])
+    return out
+
+
+def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.0) -> list[Utterance]:
+    """One :class:`Utterance` per sentence, all from one espeak-ng child process."""
+    if not sentences:
+        return []
+    rate = int(round(_DEFAULT_WORDS_PER_MINUTE / max(duration_stretch, 0.1)))
+    raw = _run_child(voice, rate, sentences)
+    engine_rate = raw["meta"]["sample_rate"]
+    utterances = []
+    for i, sentence in enumerate(sentences):
+        events = raw["meta"]["sentences"][i]
+        audio = raw[i].astype(np.float32) / 32768.0
+        if engine_rate != SAMPLE_RATE:
+            import soxr
+
+            audio = soxr.resample(audio, engine_rate, SAMPLE_RATE).astype(np.float32)
+        total = len(audio) / SAMPLE_RATE
+        starts = [(to_arpabet(m), t / 1000.0) for m, t in events["phonemes"]]
+        phones = []
+        for k, (phone, start) in enumerate(starts):
+            end = starts[k + 1][1] if k + 1 < len(starts) else min(events["end_ms"] / 1000.0, total)
+            if end > start:
+                phones.append((phone, start, end))
+        spoken = [p for p in phones if p[0] != "pau"]
+        if not spoken:
+            raise InputError(f"espeak-ng produced no speech for {sentence!r}")
+        t0 = max(spoken[0][1] - _LEAD_IN, 0.0)
+        t1 = min(spoken[-1][2] + _TAIL, total)
+        a, b = int(round(t0 * SAMPLE_RATE)), int(round(t1 * SAMPLE_RATE))
+        clip = audio[a:b].copy()
+        fade = min(80, len(clip) // 2)
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        clip[:fade] *= ramp
+        clip[len(clip) - fade:] *= ramp[::-1]
+        offset, limit = a / SAMPLE_RATE, len(clip) / SAMPLE_RATE
+        first, last = phones.index(spoken[0]), phones.index(spoken[-1])
+        kept = [(p, max(s - offset, 0.0), min(e - offset, limit)) for p, s, e in phones[first:last + 1]]
+        # words: from each word event to the last spoken phone before the next word;
+        # the event's text position names the word (espeak may join short words)
+        word_starts = [t / 1000.0 for t, _, _ in events["words"]]
+        names = [" ".join(words_of(sentence[pos - 1:pos - 1 + length])) for _, pos, length in events["words"]]
+        words = []
+        for k, (name, start) in enumerate(zip(names, word_starts)):
+            stop = word_starts[k + 1] if k + 1 < len(word_starts) else float("inf")
+            inside = [p for p in spoken if start - 1e-3 <= p[1] < stop]
+            if inside:
+                words.append((name, max(inside[0][1] - offset, 0.0), min(inside[-1][2] - offset, limit)))
+        utterances.append(Utterance(sentence, clip, kept, words))
+    return utterances
+
+
+# ---- child process: the only code that loads libespeak-ng ----
+
+def _child(request_path: str, result_path: str) -> int:
+    import ctypes
+
+    import espeakng_loader
+
+    request = json.loads(Path(request_path).read_text())
+
+    class Event(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                    ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                    ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                    ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    synchronous, phoneme_events = 2, 1
+    lib.espeak_Initialize.restype = ctypes.c_int
+    rate = lib.espeak_Initialize(synchronous, 0, espeakng_loader.get_data_path().encode(), phoneme_events)
+    if rate <= 0:
+        print("espeak-ng could not start", file=sys.stderr)
+        return 1
+    if lib.espeak_SetVoiceByName(request["voice"].encode()) != 0:
+        print(f"espeak-ng has no voice {request['voice']!r}", file=sys.stderr)
+        return 3
+    lib.espeak_SetParameter(1, int(request["rate"]), 0)  # espeakRATE, absolute
+
+    chunks: list[np.ndarray] = []
+    current: dict = {}
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                     ctypes.POINTER(Event))
+
+    def on_audio(wav, num_samples, events):
+        if num_samples > 0:
+            chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        k = 0
+        while events[k].type != 0:  # espeakEVENT_LIST_TERMINATED
+            event = events[k]
+            if event.type == 7:  # phoneme
+                current["phonemes"].append([event.id.decode(errors="replace"), event.audio_position])
+            elif event.type == 1:  # word: time, 1-based character position, length
+                current["words"].append([event.audio_position, event.text_position, event.length])
+            elif event.type in (5, 6):  # sentence end / message end
+                current["end_ms"] = max(current["end_ms"], event.audio_position)
+            k += 1
+        return 0
+
+    keep_alive = callback_type(on_audio)
+    lib.espeak_SetSynthCallback(keep_alive)
+    arrays, meta = {}, []
+    for i, sentence in enumerate(request["sentences"]):
+        chunks.clear()
+        current.clear()
+        current.update({"phonemes": [], "words": [], "end_ms": 0})
+        text = sentence.encode()
+        lib.espeak_Synth(ctypes.c_char_p(text), len(text) + 1, 0, 1, 0, 1, None, None)
+        lib.espeak_Synchronize()
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        arrays[f"audio_{i}"] = audio.astype(np.int16)
+        current["end_ms"] = current["end_ms"] or int(len(audio) * 1000 / rate)
+        meta.append(dict(current))
+    arrays["meta"] = np.array(json.dumps({"sample_rate": rate, "sentences": meta}))
+    np.savez(result_path, **arrays)
+    lib.espeak_Terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2]))

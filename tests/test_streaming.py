@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import torch
+
+from dystream.errors import InputError
+from dystream.generator.inference import generate_motion
+from dystream.streaming import StreamingSession
+
+from generator_helpers import anchor_frame, speech_like, tiny_generator
+
+SPF = 640
+
+
+def _chunkings(total: int, rng: np.random.Generator, count: int):
+    """Chunk size lists: 1-sample chunks over the first second, one single chunk, random sizes."""
+    yield [1] * 16000 + [total - 16000]
+    yield [total]
+    for _ in range(count - 2):
+        sizes, left = [], total
+        scale = rng.choice([50, 700, 5000])
+        while left > 0:
+            n = int(min(left, rng.integers(1, scale + 1)))
+            sizes.append(n)
+            left -= n
+        yield sizes
+
+
+def _stream(session, self_audio, other_audio, self_sizes, other_sizes, rng):
+    """Interleave both streams' chunks in a random order; then flush."""
+    frames = []
+    queues = [list(self_sizes), list(other_sizes)]
+    positions = [0, 0]
+    audio = (self_audio, other_audio)
+    while queues[0] or queues[1]:
+        stream = int(rng.integers(2)) if queues[0] and queues[1] else (0 if queues[0] else 1)
+        n = queues[stream].pop(0)
+        frames += session.feed(stream, audio[stream][positions[stream]: positions[stream] + n])
+        positions[stream] += n
+    frames += session.flush()
+    return frames
+
+
+@pytest.mark.parametrize("lookaheads", [(60, 60), (0, 120)])
+def test_streaming_equals_offline_for_any_chunking(lookaheads):
+    model = tiny_generator(self_lookahead_ms=lookaheads[0], other_lookahead_ms=lookaheads[1])
+    rng = np.random.default_rng(0)
+    frames = 75  # 3 s
+    self_audio, other_audio = speech_like(frames * SPF, 1), speech_like(frames * SPF, 2)
+    anchor = anchor_frame(3)
+    offline = generate_motion(model, self_audio, other_audio, anchor, seed=11)
+    session = StreamingSession(model, anchor, seed=11)
+    worst = 0.0
+    for sizes in _chunkings(len(self_audio), rng, 5):
+        session.reset()
+        other_sizes = next(_chunkings(len(other_audio), rng, 3)) if len(sizes) == 1 else sizes[::-1]
+        out = _stream(session, self_audio, other_audio, sizes, other_sizes, rng)
+        assert [f.index for f in out] == list(range(frames))
+        worst = max(worst, float(np.abs(np.stack([f.motion for f in out]) - offline).max()))
+    assert worst <= 1e-5
+
+
+def test_a_frame_leaves_as_soon_as_its_audio_and_lookahead_arrive():
+    model = tiny_generator(self_lookahead_ms=60, other_lookahead_ms=20)
+    session = StreamingSession(model, anchor_frame())
+    audio = speech_like(20 * SPF, 5)
+    frame = 7
+    need_self, need_other = (frame + 1) * SPF + 960, (frame + 1) * SPF + 320
+    assert session.feed("other", audio[:need_other]) == []
+    assert len(session.feed("self", audio[: need_self - 1])) == frame  # one sample short of frame 7
+    out = session.feed("self", audio[need_self - 1: need_self])
+    assert [f.index for f in out] == [frame]
+
+
+def test_flush_pads_with_silence_and_the_stream_goes_on():
+    model = tiny_generator()
+    anchor = anchor_frame()
+    audio = speech_like(30 * SPF, 6)
+    session = StreamingSession(model, anchor, seed=2)
+    first = session.feed("self", audio[: 10 * SPF + 100]) + session.feed("other", np.zeros(10 * SPF))
+    first += session.flush()
+    assert [f.index for f in first] == list(range(11))  # the partial 11th frame is completed with silence
+    # Up to the flush, the output is that of the audio followed by silence.
+    padded = np.concatenate([audio[: 10 * SPF + 100], np.zeros(SPF - 100, np.float32)])
+    offline = generate_motion(model, padded, None, anchor, seed=2)
+    assert np.abs(np.stack([f.motion for f in first]) - offline).max() <= 1e-5
+    later = session.feed("self", audio[: 5 * SPF]) + session.feed("other", np.zeros(6 * SPF)) + session.flush()
+    # The partner stream reached one frame further: that frame is made too, self silent in it.
+    assert [f.index for f in later] == list(range(11, 17))
+    assert session.flush() == []
+
+
+def test_clear_drops_queued_audio_that_no_frame_has_used():
+    model = tiny_generator(self_lookahead_ms=60)
+    anchor = anchor_frame()
+    base = speech_like(40 * SPF, 7)
+    new_audio = speech_like(20 * SPF, 8)
+    results = []
+    for junk_seed in (1, 2):
+        session = StreamingSession(model, anchor, seed=4)
+        queued = base.copy()
+        queued[10 * SPF + 960:] = speech_like(len(base) - 10 * SPF - 960, junk_seed)  # differs only where unused
+        emitted = session.feed("self", queued) + session.feed("other", np.zeros(10 * SPF + 960, np.float32))
+        assert len(emitted) == 10
+        session.clear(["self"])
+        after = session.feed("self", new_audio) + session.feed("other", np.zeros(20 * SPF, np.float32))
+        after += session.flush()
+        assert [f.index for f in after][:1] == [10]
+        results.append(np.stack([f.motion for f in emitted + after]))
+    assert np.array_equal(results[0], results[1])
+
+
+def test_reset_starts_over_and_bad_input_is_rejected():
+    model = tiny_generator()
+    audio = speech_like(8 * SPF, 9)
+    session = StreamingSession(model, anchor_frame(), seed=5)
+    first = session.feed("self", audio) + session.feed("other", audio) + session.flush()
+    session.reset()
+    second = session.feed("other", audio) + session.feed("self", audio) + session.flush()
+    assert np.array_equal(np.stack([f.motion for f in first]), np.stack([f.motion for f in second]))
+    with pytest.raises(InputError, match="unknown stream"):
+        session.feed("partner", audio)
+    with pytest.raises(InputError, match="NaN"):
+        session.feed("self", np.array([np.nan], np.float32))
+    with pytest.raises(InputError, match="both"):
+        StreamingSession(model, anchor_frame(), autoencoder=object())
+
+
+class _FlatRenderer:
+    """Stands in for an autoencoder: paints each frame with its jawOpen value."""
+
+    def decode(self, appearance, motion):
+        value = (motion[:, 0].clamp(0, 1) * 255).to(torch.uint8)
+        return value.view(-1, 1, 1, 1).expand(-1, 4, 4, 3) + appearance
+
+
+def test_frames_are_rendered_when_given_an_autoencoder():
+    model = tiny_generator()
+    session = StreamingSession(model, anchor_frame(), autoencoder=_FlatRenderer(), appearance=torch.zeros((), dtype=torch.uint8))
+    audio = speech_like(6 * SPF, 10)
+    frames = session.feed("other", audio) + session.feed("self", audio) + session.flush()
+    assert len(frames) == 6
+    for f in frames:
+        assert f.image.shape == (4, 4, 3) and f.image.dtype == np.uint8
+        assert f.image[0, 0, 0] == int(np.clip(f.motion[0], 0, 1) * 255)

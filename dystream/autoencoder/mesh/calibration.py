@@ -1,0 +1,138 @@
+"""Cycle consistency of the mesh autoencoder, and calibration of its gains against it.
+
+Cycle: decode motion on a photo, run the encoder (MediaPipe) on the rendered pixels,
+compare what it reads with what was asked. MediaPipe's blendshape scores have their
+own scale, so each channel's gain (geometry per unit of coefficient) is fitted to
+make the read-back match: a few damped multiplicative updates from one-channel
+sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dystream.motion import (EXPRESSION_NAMES, INDEX, LOWER, MOTION_DIM, NAMES, POSE_LIMIT_DEGREES,
+                             TYPICAL_MAX, UPPER)
+
+# The channels the done-when targets list: mouth and eyes (MAE <= 0.15) and head angles (<= 3 deg).
+MOUTH_EYE_CHANNELS = tuple(n for n in EXPRESSION_NAMES if n.startswith(("jaw", "mouth", "eye")))
+ANGLE_CHANNELS = ("pitch", "yaw", "roll")
+CALIBRATED_CHANNELS = EXPRESSION_NAMES + ANGLE_CHANNELS
+
+
+def channel_range(name: str) -> tuple[float, float]:
+    """Range a sweep or a random motion covers for a channel (the supported range)."""
+    if name in POSE_LIMIT_DEGREES:
+        limit = math.radians(POSE_LIMIT_DEGREES[name])
+        return -limit, limit
+    k = INDEX[name]
+    if name in ("tx", "ty"):
+        return -0.05, 0.05
+    if name == "log_scale":
+        return -0.08, 0.08
+    return 0.0, float(TYPICAL_MAX[k])
+
+
+def sweep_motions(m0: np.ndarray, name: str, steps: int = 5) -> np.ndarray:
+    """[steps, D]: m0 with one channel moved across its range (pose: m0 + offsets)."""
+    low, high = channel_range(name)
+    values = np.linspace(low, high, steps, dtype=np.float32)
+    out = np.repeat(m0[None].astype(np.float32), steps, axis=0)
+    k = INDEX[name]
+    out[:, k] = values if name in EXPRESSION_NAMES else m0[k] + values
+    return np.clip(out, LOWER, UPPER)
+
+
+def random_motions(m0: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """[count, D] motions within the supported range: each expression channel active
+    with probability 0.3 (else at the photo's value), every pose channel drawn."""
+    out = np.repeat(m0[None].astype(np.float32), count, axis=0)
+    for name in EXPRESSION_NAMES:
+        k = INDEX[name]
+        active = rng.random(count) < 0.3
+        out[active, k] = rng.uniform(0, TYPICAL_MAX[k], active.sum())
+    for name in ("pitch", "yaw", "roll", "tx", "ty", "log_scale"):
+        low, high = channel_range(name)
+        out[:, INDEX[name]] = m0[INDEX[name]] + rng.uniform(low, high, count)
+    return np.clip(out, LOWER, UPPER).astype(np.float32)
+
+
+def read_back(autoencoder, appearance, motion: np.ndarray, batch: int = 16) -> np.ndarray:
+    """What the encoder reads off the decoded frames of ``motion`` [T, D] (NaN rows: no face)."""
+    rows = []
+    for start in range(0, len(motion), batch):
+        frames = autoencoder.decode(appearance, torch.from_numpy(motion[start:start + batch]), paste_back=False)
+        rows.append(autoencoder.encoder.read_rendered(frames.cpu().numpy()))
+    return np.concatenate(rows)
+
+
+def errors(asked: np.ndarray, read: np.ndarray) -> dict[str, float]:
+    """Mean absolute error per channel (angles in degrees), over rows where a face was read."""
+    ok = ~np.isnan(read).any(axis=1)
+    out = {"faces_read": float(ok.mean())}
+    for k, name in enumerate(NAMES):
+        err = np.abs(asked[ok, k] - read[ok, k])
+        out[name] = float(np.degrees(err.mean()) if name in ANGLE_CHANNELS else err.mean()) if ok.any() else math.nan
+    return out
+
+
+def evaluate(autoencoder, appearance, m0: np.ndarray, *, random_count: int = 100, sweep_steps: int = 5,
+             seed: int = 0, motions: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Cycle-consistency report: per channel MAE over its own sweep, and over random
+    motions (or the given ``motions``, e.g. from a dataset)."""
+    report: dict[str, dict[str, float]] = {"sweep": {}}
+    for name in CALIBRATED_CHANNELS:
+        asked = sweep_motions(m0, name, sweep_steps)
+        report["sweep"][name] = errors(asked, read_back(autoencoder, appearance, asked))[name]
+    if motions is None:
+        motions = random_motions(m0, random_count, np.random.default_rng(seed))
+    report["random"] = errors(motions, read_back(autoencoder, appearance, motions))
+    return report
+
+
+def passes(report: dict[str, dict[str, float]], mouth_eye_mae: float = 0.15, angle_deg: float = 3.0) -> dict[str, bool]:
+    """Which done-when targets a report meets, per part."""
+    out = {}
+    for part, values in report.items():
+        ok = all(values.get(n, math.inf) <= mouth_eye_mae for n in MOUTH_EYE_CHANNELS)
+        ok &= all(values.get(n, math.inf) <= angle_deg for n in ANGLE_CHANNELS)
+        out[part] = ok
+    return out
+
+
+def fit_gains(autoencoder, appearance, m0: np.ndarray, rounds: int = 4, steps: int = 5,
+              damping: float = 0.7, log=print) -> dict[str, float]:
+    """Fit each calibrated channel's gain so that read-back follows what was asked.
+
+    Each round, per channel: sweep it alone, regress read-back change on asked change
+    (through the origin, at m0), and scale the gain by asked/read, damped.
+    """
+    gains = autoencoder.decoder.gains
+    for round_ in range(rounds):
+        for name in CALIBRATED_CHANNELS:
+            k = INDEX[name]
+            asked = sweep_motions(m0, name, steps)
+            read = read_back(autoencoder, appearance, asked)
+            ok = ~np.isnan(read[:, k])
+            want = asked[ok, k] - m0[k]
+            got = read[ok, k] - m0[k]
+            if (np.abs(want) > 1e-3).sum() < 2:
+                continue
+            slope = float((want * got).sum() / max((want * want).sum(), 1e-9))
+            ratio = float(np.clip(1.0 / max(slope, 0.05), 0.33, 3.0))
+            gains[k] = float(gains[k] * ratio**damping)
+            log(f"round {round_} {name:<20} slope {slope:6.3f} -> gain {float(gains[k]):.3f}")
+    return {name: float(gains[INDEX[name]]) for name in CALIBRATED_CHANNELS}
+
+
+def save_gains(gains: dict[str, float], path: Path, note: str) -> Path:
+    path.write_text(json.dumps({"note": note, "gains": gains}, indent=1) + "\n")
+    return path
+
+
+__all__ = ["evaluate", "fit_gains", "random_motions", "sweep_motions", "read_back", "passes", "MOTION_DIM"]

@@ -1,0 +1,90 @@
+"""Square face crop around the landmarks, and pasting an animated crop back into the photo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CROP_SCALE = 1.6          # crop side / larger side of the landmark box (as the paper's crops)
+MIN_FACE_PIXELS = 48      # smaller faces carry too little detail to animate
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Square crop in photo pixels: top-left corner (may lie outside the photo) and side."""
+
+    x0: float
+    y0: float
+    side: float
+
+    @classmethod
+    def around(cls, landmarks: np.ndarray, scale: float = CROP_SCALE) -> "CropBox":
+        x0, y0 = landmarks[:, :2].min(axis=0)
+        x1, y1 = landmarks[:, :2].max(axis=0)
+        side = scale * max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        return cls(float(cx - side / 2), float(cy - side / 2), float(side))
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        """Photo pixels -> crop units ([0, 1] across the crop); z is scaled alike."""
+        out = np.array(points, np.float32, copy=True)
+        out[:, 0] -= self.x0
+        out[:, 1] -= self.y0
+        return out / self.side
+
+
+def cut(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
+    """The crop resampled to size x size (bilinear), border pixels repeated outside the photo."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    height, width = image.shape[:2]
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size * box.side
+    xs = (box.x0 + centres) / width * 2 - 1
+    ys = (box.y0 + centres) / height * 2 - 1
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1)[None].float()
+    # Antialias when shrinking: blur by resizing first to about the crop's resolution.
+    shrink = box.side / size
+    if shrink > 1.5:
+        tensor = F.interpolate(tensor, scale_factor=1 / shrink, mode="area")
+    out = F.grid_sample(tensor, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class PasteBack:
+    """Puts rendered crops into the full photo with a feathered edge (precomputed per photo).
+
+    The decoder keeps the crop border still, so feathering over the outer band of the
+    crop hides the seam.
+    """
+
+    def __init__(self, photo: np.ndarray, box: CropBox, feather: float = 0.08):
+        self.photo = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).float()
+        height, width = photo.shape[:2]
+        self.x0 = max(int(np.floor(box.x0)), 0)
+        self.y0 = max(int(np.floor(box.y0)), 0)
+        self.x1 = min(int(np.ceil(box.x0 + box.side)), width)
+        self.y1 = min(int(np.ceil(box.y0 + box.side)), height)
+        # Where the photo's pixels of the region sit inside the crop, in grid_sample units.
+        xs = ((torch.arange(self.x0, self.x1, dtype=torch.float64) + 0.5) - box.x0) / box.side * 2 - 1
+        ys = ((torch.arange(self.y0, self.y1, dtype=torch.float64) + 0.5) - box.y0) / box.side * 2 - 1
+        self.grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).float()
+        edge = torch.minimum(1 - self.grid.abs()[..., 0], 1 - self.grid.abs()[..., 1]) / 2
+        self.alpha = ((edge / feather).clamp(0, 1) ** 2 * (3 - 2 * (edge / feather).clamp(0, 1)))[None]
+
+    def to(self, device: torch.device | str) -> "PasteBack":
+        self.photo = self.photo.to(device)
+        self.grid = self.grid.to(device)
+        self.alpha = self.alpha.to(device)
+        return self
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops [T, 3, S, S] float 0..255 -> photos [T, 3, H, W] float."""
+        frames = crops.shape[0]
+        region = F.grid_sample(crops, self.grid[None].expand(frames, -1, -1, -1),
+                               mode="bilinear", padding_mode="border", align_corners=False)
+        out = self.photo[None].expand(frames, -1, -1, -1).clone()
+        under = out[:, :, self.y0:self.y1, self.x0:self.x1]
+        out[:, :, self.y0:self.y1, self.x0:self.x1] = under + self.alpha * (region - under)
+        return out

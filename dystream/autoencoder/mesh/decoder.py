@@ -1,0 +1,157 @@
+"""The mesh decoder: (appearance, motion) -> frames, by warping the photo.
+
+Per frame: expression coefficients -> landmark displacements (calibrated basis),
+head pose relative to the photo's own -> 3D rotation, translation and scale of the
+landmarks, then the thin-plate-spline warp of the crop, the mouth interior, and
+optionally the paste-back into the full photo. All in torch, batched over frames;
+device and dtype follow the appearance.
+
+Supported pose range (relative to a frontal photo): yaw +/-20 deg, pitch +/-15 deg,
+roll +/-15 deg, translation +/-0.08 of the crop, log scale +/-0.1. Beyond it the
+warp stretches hair and cheeks visibly (it has no hidden side of the head to show).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dystream.autoencoder.mesh import topology as tp
+from dystream.autoencoder.mesh.crop import CropBox, PasteBack
+from dystream.autoencoder.mesh.mouth import composite_mouth
+from dystream.autoencoder.mesh.pose import rotation_matrix
+from dystream.autoencoder.mesh.warp import COARSE_GRID, backward_map
+from dystream.errors import InputError
+from dystream.motion import EXPRESSION_NAMES, INDEX, MOTION_DIM, NUM_EXPRESSION, TYPICAL_MAX
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+PIVOT_DEPTH = 0.0   # rotate about the mesh centroid, so rotation leaves the read-back tx, ty alone
+
+
+def default_gains() -> np.ndarray:
+    """Uncalibrated gains: a coefficient at its typical maximum gives amplitude 1; pose as is."""
+    gains = np.ones(MOTION_DIM)
+    gains[:NUM_EXPRESSION] = 1.0 / TYPICAL_MAX[:NUM_EXPRESSION]
+    return gains.astype(np.float32)
+
+
+def load_gains(path: Path = CALIBRATION_FILE) -> np.ndarray:
+    """Per-channel gains [MOTION_DIM] calibrated against the encoder's read-back
+    (expression: basis amplitude per unit of coefficient; pose angles: rendered angle
+    per read angle, as a 2D warp of a 3D turn reads a little smaller)."""
+    gains = default_gains()
+    if path.exists():
+        table = json.loads(path.read_text())["gains"]
+        for name, value in table.items():
+            if name in INDEX:
+                gains[INDEX[name]] = value
+    return gains
+
+
+@dataclass
+class MeshAppearance:
+    """Everything the decoder needs about one photo, precomputed once by the encoder."""
+
+    image: torch.Tensor            # [3, S, S] float 0..255, the face crop at the output size
+    landmarks: torch.Tensor        # [478, 3] crop units (x, y in [0, 1]; z alike)
+    m0: np.ndarray                 # [MOTION_DIM] the photo's own motion
+    basis: torch.Tensor            # [NUM_EXPRESSION, 468, 2] crop units per unit amplitude
+    expression_fields: torch.Tensor  # [NUM_EXPRESSION, G*G, 2] spline of each basis field
+    coordinate_fields: torch.Tensor  # [G*G, 3] spline of the landmarks' offsets from the centre
+    constant_field: torch.Tensor   # [G*G] spline of a unit shift of every landmark
+    centre: torch.Tensor           # [3] rotation and scale centre (mesh centroid), crop units
+    rest_opening: torch.Tensor     # [K] gap between paired inner lip points, output pixels
+    mouth_window: tuple[int, int, int, int]
+    brightness: torch.Tensor       # scalar, skin light relative to a mid-tone face
+    box: CropBox                   # where the crop sits in the photo
+    photo: np.ndarray | None = None
+    paste: PasteBack | None = None
+
+    @property
+    def resolution(self) -> int:
+        return int(self.image.shape[-1])
+
+    def to(self, device) -> "MeshAppearance":
+        for name in ("image", "landmarks", "basis", "expression_fields", "coordinate_fields",
+                     "constant_field", "centre", "rest_opening", "brightness"):
+            setattr(self, name, getattr(self, name).to(device))
+        if self.paste is not None:
+            self.paste.to(device)
+        return self
+
+
+def pose_terms(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame, the 2x3 map A (rotation relative to the photo's, times scale; image rows
+    x, y) and the translation t [T, 2], both in crop units, that move a point p to
+    centre + A (p - centre) + t."""
+    dev, dt = app.landmarks.device, app.landmarks.dtype
+    m0 = torch.as_tensor(app.m0, device=dev, dtype=dt)
+    delta = motion - m0
+    p, y, r = (INDEX["pitch"], INDEX["yaw"], INDEX["roll"])
+    angles = m0[p:r + 1] + delta[:, p:r + 1] * gains.to(dev, dt)[p:r + 1]
+    rot = rotation_matrix(angles[:, 0], angles[:, 1], angles[:, 2]) @ \
+        rotation_matrix(m0[p], m0[y], m0[r]).transpose(-1, -2)
+    scale = torch.exp(delta[:, INDEX["log_scale"]])[:, None, None]
+    shift = torch.stack([delta[:, INDEX["tx"]], delta[:, INDEX["ty"]]], -1)
+    return rot[:, :2, :] * scale, shift
+
+
+def expression_amplitudes(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    m0 = torch.as_tensor(app.m0[:NUM_EXPRESSION], device=motion.device, dtype=motion.dtype)
+    return (motion[:, :NUM_EXPRESSION] - m0) * gains[:NUM_EXPRESSION].to(motion.device, motion.dtype)
+
+
+def warped_landmarks(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor,
+                     indices: list[int] | None = None) -> torch.Tensor:
+    """[T, N, 2] positions (crop units) of the mesh points ``indices`` (default all 468)."""
+    motion = motion.to(app.landmarks.device, app.landmarks.dtype)
+    indices = list(range(tp.NUM_MESH_POINTS)) if indices is None else list(indices)
+    rest = app.landmarks[indices]                                       # [N, 3]
+    amplitude = expression_amplitudes(app, motion, gains)
+    moved = torch.einsum("tk,knc->tnc", amplitude, app.basis[:, indices])
+    linear, shift = pose_terms(app, motion, gains)
+    relative = rest - app.centre
+    xy = (relative[None, :, :2] + moved) @ linear[:, :, :2].transpose(-1, -2) \
+        + relative[None, :, 2:] * linear[:, None, :, 2]
+    return app.centre[:2] + xy + shift[:, None]
+
+
+class MeshDecoder:
+    """Renders motion on photos. Gains come from the calibration file."""
+
+    def __init__(self, gains: np.ndarray | None = None):
+        self.gains = torch.as_tensor(load_gains() if gains is None else gains, dtype=torch.float32)
+
+    def render(self, app: MeshAppearance, motion: torch.Tensor, paste_back: bool = False) -> torch.Tensor:
+        """motion [T, MOTION_DIM] -> frames [T, 3, S, S] (or [T, 3, H, W] pasted) float 0..255."""
+        if motion.ndim != 2 or motion.shape[-1] != MOTION_DIM:
+            raise InputError(f"motion must be [frames, {MOTION_DIM}], got {tuple(motion.shape)}")
+        size = app.resolution
+        frames = motion.shape[0]
+        motion = motion.to(app.landmarks.device, app.landmarks.dtype)
+        # The spline is linear, so the field is assembled from fields precomputed per photo:
+        # d = A (p - c) - (p - c) + A_xy (sum_k a_k E_k) + t, for every mesh point p.
+        amplitude = expression_amplitudes(app, motion, self.gains)
+        linear, shift = pose_terms(app, motion, self.gains)
+        expression = torch.einsum("tk,kgc->tgc", amplitude, app.expression_fields)
+        coords = app.coordinate_fields
+        field = torch.einsum("tgc,tdc->tgd", expression, linear[:, :, :2]) \
+            + torch.einsum("gc,tdc->tgd", coords, linear) - coords[None, :, :2] \
+            + app.constant_field[None, :, None] * shift[:, None]
+        field = (2 * field).transpose(1, 2).reshape(frames, 2, COARSE_GRID, COARSE_GRID)
+        grid = backward_map(field, size)
+        image = app.image[None].expand(frames, -1, -1, -1)
+        out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        lips = warped_landmarks(app, motion, self.gains, tp.UPPER_LIP_INNER + tp.LOWER_LIP_INNER) * size
+        upper, lower = lips[:, : len(tp.UPPER_LIP_INNER)], lips[:, len(tp.UPPER_LIP_INNER):]
+        out = composite_mouth(out, upper, lower, app.rest_opening, app.mouth_window, app.brightness)
+        if paste_back:
+            if app.paste is None:
+                raise InputError("paste-back needs the full photo; encode with keep_photo=True")
+            out = app.paste(out)
+        return out

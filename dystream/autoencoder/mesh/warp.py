@@ -1,0 +1,83 @@
+"""Dense warp fields from sparse landmark displacements (thin-plate spline).
+
+The spline is solved once per photo with the control points at the photo's own
+landmarks plus fixed anchors on the crop border, and evaluated once on a coarse
+grid, giving a matrix ``M`` [G*G, 468]: the coarse forward displacement field of a
+frame is ``M @ d`` for the landmark displacements ``d`` [468, 2]. The backward map
+(output pixel -> photo pixel) is found by a few fixed-point steps on the coarse
+grid, then upsampled. Per frame that is one small matmul and a few grid samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+COARSE_GRID = 128
+BORDER_ANCHORS_PER_SIDE = 12
+SMOOTHING = 1e-4       # spline regularisation: keeps close control points from ringing
+INVERSION_STEPS = 4
+
+
+def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return 0.5 * d2 * np.log(d2 + 1e-12)  # r^2 log r
+
+
+def border_anchors(count: int = BORDER_ANCHORS_PER_SIDE) -> np.ndarray:
+    """Points along the crop border in grid_sample units ([-1, 1]); they never move."""
+    t = np.linspace(-1, 1, count, endpoint=False)
+    return np.concatenate([np.stack([t, -np.ones_like(t)], 1), np.stack([np.ones_like(t), t], 1),
+                           np.stack([-t, np.ones_like(t)], 1), np.stack([-np.ones_like(t), -t], 1)])
+
+
+def coarse_grid(size: int = COARSE_GRID) -> np.ndarray:
+    """Cell centres of a size x size grid in [-1, 1], as [size*size, 2] (x, y)."""
+    c = (np.arange(size) + 0.5) / size * 2 - 1
+    ys, xs = np.meshgrid(c, c, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], 1)
+
+
+def spline_to_grid(control: np.ndarray, size: int = COARSE_GRID) -> np.ndarray:
+    """[size*size, N] float32: maps displacements of the N ``control`` points
+    (grid_sample units) to the coarse displacement field; border anchors are fixed."""
+    anchors = border_anchors()
+    points = np.concatenate([control, anchors]).astype(np.float64)
+    n = len(points)
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = _tps_kernel(points, points) + SMOOTHING * np.eye(n)
+    system[:n, n] = 1
+    system[:n, n + 1:] = points
+    system[n, :n] = 1
+    system[n + 1:, :n] = points.T
+    grid = coarse_grid(size)
+    evaluate = np.concatenate([_tps_kernel(grid, points), np.ones((len(grid), 1)), grid], 1)
+    # Solve for the (N+3) x N map from control displacements to spline coefficients.
+    rhs = np.zeros((n + 3, len(control)))
+    rhs[: len(control), : len(control)] = np.eye(len(control))
+    coefficients = np.linalg.solve(system, rhs)
+    return (evaluate @ coefficients).astype(np.float32)
+
+
+def backward_map(forward: torch.Tensor, output_size: int, steps: int = INVERSION_STEPS) -> torch.Tensor:
+    """Forward displacement field [T, 2, G, G] (grid units, at photo positions) ->
+    sampling grid [T, S, S, 2] that pulls each output pixel from the photo.
+
+    Solves s = x - D(s) by damped fixed-point steps; where the field tears (lips
+    parting) it settles on the seam, which the mouth interior then covers.
+    """
+    frames, _, size, _ = forward.shape
+    c = (torch.arange(size, device=forward.device, dtype=forward.dtype) + 0.5) / size * 2 - 1
+    ys, xs = torch.meshgrid(c, c, indexing="ij")
+    target = torch.stack([xs, ys], -1)[None].expand(frames, -1, -1, -1)
+    source = target - forward.permute(0, 2, 3, 1)
+    for _ in range(steps):
+        at_source = F.grid_sample(forward, source, mode="bilinear", padding_mode="border",
+                                  align_corners=False).permute(0, 2, 3, 1)
+        source = 0.5 * source + 0.5 * (target - at_source)
+    offset = (source - target).permute(0, 3, 1, 2)
+    offset = F.interpolate(offset, size=(output_size, output_size), mode="bilinear", align_corners=False)
+    c = (torch.arange(output_size, device=forward.device, dtype=forward.dtype) + 0.5) / output_size * 2 - 1
+    ys, xs = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([xs, ys], -1)[None] + offset.permute(0, 2, 3, 1)

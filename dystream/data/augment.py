@@ -69,24 +69,27 @@ def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator) -
     n = len(out)
     if n == 0:
         return out
-    size = 1 << int(np.ceil(np.log2(n + SAMPLE_RATE)))  # room for the reverb tail
+    import scipy.fft
+
+    tail = int(aug.reverb_seconds * SAMPLE_RATE)
+    size = scipy.fft.next_fast_len(n + tail, real=True)  # room for the reverb tail
     spectrum = None
     if aug.reverb_seconds > 0:
         length = int(aug.reverb_seconds * SAMPLE_RATE)
         t = np.arange(length) / SAMPLE_RATE
         # exponential decay reaching -60 dB at reverb_seconds
-        impulse = rng.standard_normal(length)
-        impulse = (impulse * np.exp(-6.9 * t / aug.reverb_seconds)).astype(np.float32)
+        impulse = rng.standard_normal(length, dtype=np.float32)
+        impulse *= np.exp(-6.9 * t / aug.reverb_seconds).astype(np.float32)
         impulse *= aug.reverb_mix / (np.sqrt(np.sum(impulse ** 2)) + 1e-9)
         impulse[0] += 1.0  # the direct sound
-        spectrum = np.fft.rfft(out, size) * np.fft.rfft(impulse, size)
+        spectrum = scipy.fft.rfft(out, size) * scipy.fft.rfft(impulse, size)
     if aug.high_hz > 0:
         if spectrum is None:
-            spectrum = np.fft.rfft(out, size)
-        freqs = np.fft.rfftfreq(size, 1.0 / SAMPLE_RATE)
+            spectrum = scipy.fft.rfft(out, size)
+        freqs = scipy.fft.rfftfreq(size, 1.0 / SAMPLE_RATE).astype(np.float32)
         spectrum = spectrum * _band_mask(freqs, aug.low_hz, aug.high_hz)
     if spectrum is not None:
-        out = np.fft.irfft(spectrum, size)[:n].astype(np.float32)
+        out = scipy.fft.irfft(spectrum, size)[:n].astype(np.float32)
     out *= np.float32(10.0 ** (aug.gain_db / 20.0))
-    out += (rng.standard_normal(n) * 10.0 ** (aug.noise_db / 20.0)).astype(np.float32)
+    out += rng.standard_normal(n, dtype=np.float32) * np.float32(10.0 ** (aug.noise_db / 20.0))
     return out

@@ -148,18 +148,19 @@ def generate_conversation(planned: PlannedConversation, settings: SynthSettings,
                         extra={"target_seconds": round(planned.target_seconds, 3), **result.info})
 
 
-def _make_shard(task: tuple[Path, str, int, list[PlannedConversation], SynthSettings, dict]) -> dict[str, Any]:
-    root, split, number, convs, settings, voices = task
-    path = shard_path(root, split, number)
+def _make_conversation(task: tuple[PlannedConversation, SynthSettings, dict]) -> tuple[Conversation, dict]:
+    planned, settings, voices = task
     timings: dict[str, float] = {}
-    conversations = [generate_conversation(c, settings, voices, timings) for c in convs]
+    return generate_conversation(planned, settings, voices, timings), timings
+
+
+def _write(root: Path, split: str, number: int, conversations: list[Conversation], timings: dict) -> dict[str, Any]:
+    path = shard_path(root, split, number)
     t0 = time.perf_counter()
     write_shard(path, conversations)
-    timings["write"] = time.perf_counter() - t0
-    return {"path": str(path.relative_to(root)), "split": split,
-            "conversations": len(conversations),
-            "seconds": float(sum(c.duration for c in conversations)),
-            "bytes": path.stat().st_size, "timings": timings}
+    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
+    return {"path": str(path.relative_to(root)), "split": split, "conversations": len(conversations),
+            "seconds": float(sum(c.duration for c in conversations)), "bytes": path.stat().st_size}
 
 
 def _manifest_settings(settings: SynthSettings) -> dict[str, Any]:
@@ -209,25 +210,41 @@ def synthesize_dataset(root: str | Path, settings: SynthSettings, *, workers: in
     manifest = _open_manifest(root, settings, voices)
 
     shards = shard_plan(settings)
-    todo = [(root, split, number, convs, settings, voices) for split, number, convs in shards
+    todo = [(split, number, convs) for split, number, convs in shards
             if not shard_path(root, split, number).exists()]
+    # workers make conversations (in plan order); this process writes each shard when it is whole
+    tasks = [(c, settings, voices) for _, _, convs in todo for c in convs]
     started = time.perf_counter()
     results = []
-    if todo:
+    timings: dict[str, float] = {}
+    if tasks:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="shard", disable=not progress, desc="synth")
+        bar = tqdm(total=sum(planned.target_seconds for planned, _, _ in tasks) / 3600,
+                   unit="h", disable=not progress, desc="synth", bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} h "
+                   "[{elapsed}<{remaining}]")
         if workers == 1:
-            for task in todo:
-                results.append(_make_shard(task))
-                bar.update()
+            made = map(_make_conversation, tasks)
+            pool = None
         else:
             import multiprocessing
 
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for result in pool.imap_unordered(_make_shard, todo):
-                    results.append(result)
-                    bar.update()
+            pool = multiprocessing.get_context("fork").Pool(workers)
+            made = pool.imap(_make_conversation, tasks)
+        try:
+            for split, number, convs in todo:
+                batch = []
+                for _ in convs:
+                    conversation, conv_timings = next(made)
+                    for key, value in conv_timings.items():
+                        timings[key] = timings.get(key, 0.0) + value
+                    batch.append(conversation)
+                    bar.update(conversation.extra["target_seconds"] / 3600)
+                results.append(_write(root, split, number, batch, timings))
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
         bar.close()
     wall = time.perf_counter() - started
 
@@ -242,10 +259,6 @@ def synthesize_dataset(root: str | Path, settings: SynthSettings, *, workers: in
                        "conversations": len(meta["conversations"]),
                        "seconds": round(sum(c["duration"] for c in meta["conversations"]), 3),
                        "bytes": path.stat().st_size})
-    timings: dict[str, float] = {}
-    for r in results:
-        for key, value in r["timings"].items():
-            timings[key] = timings.get(key, 0.0) + value
     manifest.update({
         "status": "complete", "shards": listed,
         "hours": {s: round(sum(x["seconds"] for x in listed if x["split"] == s) / 3600, 4) for s in SPLITS},

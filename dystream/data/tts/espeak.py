@@ -12,6 +12,7 @@ The parent converts espeak's phoneme mnemonics to CMUdict ARPAbet, resamples to
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,18 +63,41 @@ def check_available() -> None:
         raise MissingDependencyError(f"the espeak-ng voices need the espeakng-loader package; {_INSTALL_HINT}") from None
 
 
+class _Child:
+    """One espeak-ng process per Python process, reused for every request (start-up is most of a call)."""
+
+    process: subprocess.Popen | None = None
+    owner_pid: int = -1
+
+    @classmethod
+    def request(cls, payload: dict) -> str:
+        if cls.process is None or cls.owner_pid != os.getpid() or cls.process.poll() is not None:
+            cls.process = subprocess.Popen([sys.executable, "-m", "dystream.data.tts.espeak"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True)
+            cls.owner_pid = os.getpid()
+        assert cls.process.stdin is not None and cls.process.stdout is not None
+        try:
+            cls.process.stdin.write(json.dumps(payload) + "\n")
+            cls.process.stdin.flush()
+            answer = cls.process.stdout.readline().strip()
+        except (BrokenPipeError, OSError):
+            answer = ""
+        if not answer:
+            error = cls.process.stderr.read() if cls.process.stderr else ""
+            cls.process = None
+            raise MissingDependencyError(f"espeak-ng failed ({error.strip()[-400:]}); {_INSTALL_HINT}")
+        return answer
+
+
 def _run_child(voice: str, words_per_minute: int, sentences: list[str]) -> dict:
     check_available()
     with tempfile.TemporaryDirectory(prefix="dystream-espeak-") as tmp:
-        request = Path(tmp) / "request.json"
         result = Path(tmp) / "result.npz"
-        request.write_text(json.dumps({"voice": voice, "rate": words_per_minute, "sentences": sentences}))
-        done = subprocess.run([sys.executable, "-m", "dystream.data.tts.espeak", str(request), str(result)],
-                              capture_output=True, text=True, check=False)
-        if done.returncode == 3:
-            raise InputError(done.stderr.strip().splitlines()[-1])
-        if done.returncode != 0 or not result.exists():
-            raise MissingDependencyError(f"espeak-ng failed ({done.stderr.strip()[-400:]}); {_INSTALL_HINT}")
+        answer = _Child.request({"voice": voice, "rate": words_per_minute, "sentences": sentences,
+                                 "output": str(result)})
+        if answer != "ok":
+            raise InputError(answer)
         with np.load(result, allow_pickle=False) as z:
             out = {"meta": json.loads(str(z["meta"]))}
             for i in range(len(sentences)):
@@ -133,12 +157,11 @@ def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.
 
 # ---- child process: the only code that loads libespeak-ng ----
 
-def _child(request_path: str, result_path: str) -> int:
+def _child() -> int:
+    """Serve requests (one JSON line each) until stdin closes; answer "ok" or an error line."""
     import ctypes
 
     import espeakng_loader
-
-    request = json.loads(Path(request_path).read_text())
 
     class Event(ctypes.Structure):
         _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
@@ -153,10 +176,6 @@ def _child(request_path: str, result_path: str) -> int:
     if rate <= 0:
         print("espeak-ng could not start", file=sys.stderr)
         return 1
-    if lib.espeak_SetVoiceByName(request["voice"].encode()) != 0:
-        print(f"espeak-ng has no voice {request['voice']!r}", file=sys.stderr)
-        return 3
-    lib.espeak_SetParameter(1, int(request["rate"]), 0)  # espeakRATE, absolute
 
     chunks: list[np.ndarray] = []
     current: dict = {}
@@ -180,23 +199,30 @@ def _child(request_path: str, result_path: str) -> int:
 
     keep_alive = callback_type(on_audio)
     lib.espeak_SetSynthCallback(keep_alive)
-    arrays, meta = {}, []
-    for i, sentence in enumerate(request["sentences"]):
-        chunks.clear()
-        current.clear()
-        current.update({"phonemes": [], "words": [], "end_ms": 0})
-        text = sentence.encode()
-        lib.espeak_Synth(ctypes.c_char_p(text), len(text) + 1, 0, 1, 0, 1, None, None)
-        lib.espeak_Synchronize()
-        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-        arrays[f"audio_{i}"] = audio.astype(np.int16)
-        current["end_ms"] = current["end_ms"] or int(len(audio) * 1000 / rate)
-        meta.append(dict(current))
-    arrays["meta"] = np.array(json.dumps({"sample_rate": rate, "sentences": meta}))
-    np.savez(result_path, **arrays)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if lib.espeak_SetVoiceByName(request["voice"].encode()) != 0:
+            print(f"espeak-ng has no voice {request['voice']!r}", flush=True)
+            continue
+        lib.espeak_SetParameter(1, int(request["rate"]), 0)  # espeakRATE, absolute
+        arrays, meta = {}, []
+        for i, sentence in enumerate(request["sentences"]):
+            chunks.clear()
+            current.clear()
+            current.update({"phonemes": [], "words": [], "end_ms": 0})
+            text = sentence.encode()
+            lib.espeak_Synth(ctypes.c_char_p(text), len(text) + 1, 0, 1, 0, 1, None, None)
+            lib.espeak_Synchronize()
+            audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+            arrays[f"audio_{i}"] = audio.astype(np.int16)
+            current["end_ms"] = current["end_ms"] or int(len(audio) * 1000 / rate)
+            meta.append(dict(current))
+        arrays["meta"] = np.array(json.dumps({"sample_rate": rate, "sentences": meta}))
+        np.savez(request["output"], **arrays)
+        print("ok", flush=True)
     lib.espeak_Terminate()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], sys.argv[2]))
+    sys.exit(_child())

@@ -57,10 +57,11 @@ def to_arpabet(mnemonic: str) -> str:
 
 
 def check_available() -> None:
-    try:
-        import espeakng_loader  # noqa: F401  (only checks that the wheel is there)
-    except ImportError:
-        raise MissingDependencyError(f"the espeak-ng voices need the espeakng-loader package; {_INSTALL_HINT}") from None
+    """The wheel is there (looked up, not imported: only the child process loads it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("espeakng_loader") is None:
+        raise MissingDependencyError(f"the espeak-ng voices need the espeakng-loader package; {_INSTALL_HINT}")
 
 
 class _Child:

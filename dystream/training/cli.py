@@ -194,6 +194,7 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
             log.warning("checkpoint written by %d process(es), resuming on %d: training continues, "
                         "but the batches differ from an uninterrupted run", state["world_size"], ctx.world_size)
 
+    torch.manual_seed(args.seed)  # initial weights follow --seed (DDP copies rank 0's to the others)
     model, cfg = factory.build(preset_name, overrides, lookahead_ms)
     window_frames = int(cfg.window_frames)
     num_params = sum(p.numel() for p in model.parameters())

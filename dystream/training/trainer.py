@@ -14,6 +14,7 @@ optimizer and scheduler states restored, the losses are identical.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import time
@@ -165,7 +166,6 @@ class Trainer:
         self.record = dict(record or {})
         self.device = ctx.device
         self.model = model.to(self.device)
-        self.ema = copy.deepcopy(self.model).float().eval().requires_grad_(False)
         self.train_bank = train_bank
         self.val_bank = val_bank
         self.per_rank_batch = options.batch_size // ctx.world_size
@@ -180,12 +180,19 @@ class Trainer:
         if ctx.is_distributed:
             from torch.nn.parallel import DistributedDataParallel
 
+            # Buffers (motion stats) are equal on every rank and fixed: no per-step sync.
+            # (torch >= 2.13 renamed broadcast_buffers to forward_sync_buffers.)
+            no_buffer_sync = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                              else {"broadcast_buffers": False})
+            # DDP broadcasts rank 0's initial weights to every rank here.
             loss_module = DistributedDataParallel(
                 loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,  # buffers (motion stats) are equal everywhere and fixed
                 # Without an anchor, the anchor's projection never receives a gradient.
-                find_unused_parameters=options.anchor_strategy == "none")
+                find_unused_parameters=options.anchor_strategy == "none", **no_buffer_sync)
         self.loss_module = loss_module
+        # After DDP's broadcast, so that every rank's EMA starts from the same weights.
+        self.ema = copy.deepcopy(self.model).float().eval().requires_grad_(False)
 
     # -- state -----------------------------------------------------------------------------
 

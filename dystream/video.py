@@ -132,7 +132,7 @@ def video_fps(path: str | Path) -> float:
 
 
 def read_video(path: str | Path, fps: int = FRAMES_PER_SECOND) -> Iterator[np.ndarray]:
-    """Frames (HxWx3 uint8 RGB) of a video resampled to ``fps`` by nearest timestamp."""
+    """Frames (HxWx3 uint8 RGB) of a video resampled to ``fps``: each output time shows the source frame on screen then."""
     import av
 
     path = Path(path)
@@ -145,15 +145,23 @@ def read_video(path: str | Path, fps: int = FRAMES_PER_SECOND) -> Iterator[np.nd
     with container:
         if not container.streams.video:
             raise InputError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        next_index = 0
-        for frame in container.decode(stream):
-            if frame.time is None:
-                continue
-            # Emit every output frame whose time this source frame is the closest to.
-            while next_index / fps <= frame.time + 0.5 / fps:
-                yield frame.to_ndarray(format="rgb24")
-                next_index += 1
+        try:
+            yield from _resampled(container, fps)
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot decode {path} as a video ({exc})") from None
+
+
+def _resampled(container, fps: int) -> Iterator[np.ndarray]:
+    stream = container.streams.video[0]
+    rate = float(stream.average_rate or stream.guessed_rate or fps)
+    next_index = 0
+    for frame in container.decode(stream):
+        if frame.time is None:
+            continue
+        # Emit every output frame whose time falls within this source frame's display interval.
+        while next_index / fps < frame.time + 1.0 / rate - 1e-6:
+            yield frame.to_ndarray(format="rgb24")
+            next_index += 1
 
 
 def read_audio_track(path: str | Path) -> np.ndarray | None:

@@ -74,7 +74,7 @@ def build_basis(landmarks: np.ndarray) -> np.ndarray:
     # jaw angles so the face outline bends instead of shearing.
     lateral = 1 - _smoothstep((np.abs(u) - 0.30) / 0.30)
     below = _smoothstep(v / 0.10)
-    jaw = np.where(upper_lip > 0, 0.0, np.maximum(below * lateral, lower_lip))
+    jaw = np.where(upper_lip > 0, 0.0, np.maximum(below * lateral, 0.75 * lower_lip))
     jaw[[tp.MOUTH_CORNER_LEFT, tp.MOUTH_CORNER_RIGHT, 78, 308]] = 0.35
     # Soft neighbourhood of the lips (cheek skin follows the lips a little).
     near_mouth = np.exp(-((u / (corner_u + 0.12)) ** 2 + (v / 0.16) ** 2))
@@ -101,7 +101,6 @@ def build_basis(landmarks: np.ndarray) -> np.ndarray:
         fields[f"mouthSmile{name}"] = (sign * 0.06 * region, -0.05 * region)
         fields[f"mouthStretch{name}"] = (sign * 0.07 * region, 0.03 * region)
         side = side_weight(sign)
-        roll_u, roll_v = zeros.copy(), zeros.copy()
         du, dv = _pull_towards(f, tp.LOWER_LIP_OUTER[1:-1], tp.LOWER_LIP_INNER[1:-1], 0.6)
         du2, dv2 = _pull_towards(f, tp.UPPER_LIP_OUTER[1:-1], tp.UPPER_LIP_INNER[1:-1], 0.6)
         press_u = (du + du2) * side + sign * 0.015 * corner_region(sign)
@@ -109,7 +108,6 @@ def build_basis(landmarks: np.ndarray) -> np.ndarray:
         fields[f"mouthPress{name}"] = (press_u, press_v)
         fields[f"mouthLowerDown{name}"] = (zeros, 0.05 * lower_lip * side)
         fields[f"mouthUpperUp{name}"] = (zeros, -0.045 * upper_lip * side)
-        del roll_u, roll_v
     du, dv = _pull_towards(f, tp.LOWER_LIP_OUTER[1:-1], tp.LOWER_LIP_INNER[1:-1], 0.8)
     fields["mouthRollLower"] = (du, dv - 0.01 * _index_mask(tp.LOWER_LIP_INNER[1:-1]))
     du, dv = _pull_towards(f, tp.UPPER_LIP_OUTER[1:-1], tp.UPPER_LIP_INNER[1:-1], 0.8)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dystream.autoencoder.mesh.decoder import default_gains
 from dystream.motion import (EXPRESSION_NAMES, INDEX, LOWER, MOTION_DIM, NAMES, POSE_LIMIT_DEGREES,
                              TYPICAL_MAX, UPPER)
 
@@ -113,6 +114,7 @@ def fit_gains(autoencoder, appearance, m0: np.ndarray, rounds: int = 4, steps: i
     (through the origin, at m0), and scale the gain by asked/read, damped.
     """
     gains = autoencoder.decoder.gains
+    default = default_gains()
     for round_ in range(rounds):
         for name in CALIBRATED_CHANNELS:
             k = INDEX[name]
@@ -125,7 +127,9 @@ def fit_gains(autoencoder, appearance, m0: np.ndarray, rounds: int = 4, steps: i
                 continue
             slope = float((want * got).sum() / max((want * want).sum(), 1e-9))
             ratio = float(np.clip(1.0 / max(slope, 0.05), 0.33, 3.0))
-            gains[k] = float(gains[k] * ratio**damping)
+            # Past about 3x the uncalibrated geometry MediaPipe stops believing the face
+            # (its score saturates or falls while the picture breaks): keep the gain there.
+            gains[k] = float(np.clip(gains[k] * ratio**damping, default[k] / 3, default[k] * 3))
             log(f"round {round_} {name:<20} slope {slope:6.3f} -> gain {float(gains[k]):.3f}")
     return {name: float(gains[INDEX[name]]) for name in CALIBRATED_CHANNELS}
 

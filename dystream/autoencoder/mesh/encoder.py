@@ -79,11 +79,11 @@ def _mouth_geometry(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, tuple
     across = np.array([-axis[1], axis[0]])
     rest_opening = ((lower - upper) @ across).astype(np.float32)
     centre = (upper.mean(axis=0) + lower.mean(axis=0)) / 2
-    half_w, half_h = 0.26 * size, 0.22 * size
+    half_w, half_h = 0.3 * size, 0.3 * size
     col0 = int(np.clip(centre[0] - half_w, 0, size))
     col1 = int(np.clip(centre[0] + half_w, 0, size))
-    row0 = int(np.clip(centre[1] - half_h + 0.04 * size, 0, size))
-    row1 = int(np.clip(centre[1] + half_h + 0.04 * size, 0, size))
+    row0 = int(np.clip(centre[1] - half_h + 0.08 * size, 0, size))
+    row1 = int(np.clip(centre[1] + half_h + 0.08 * size, 0, size))
     return rest_opening, (row0, row1, col0, col1)
 
 

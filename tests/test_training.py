@@ -144,8 +144,8 @@ def _trainer(dataset, run_dir, max_steps, seed=0):
     mean, std = motion_statistics(conversations)
     model.set_motion_stats(torch.from_numpy(mean), torch.from_numpy(std))
     left, right = model.audio_context()
-    bank = WindowBank(conversations, model.cfg.window_frames, left, right)
-    val_bank = WindowBank(load_conversations(dataset, "val"), model.cfg.window_frames, left, right)
+    bank = WindowBank(conversations, model.cfg.window, left, right)
+    val_bank = WindowBank(load_conversations(dataset, "val"), model.cfg.window, left, right)
     options = TrainOptions(batch_size=4, lr=3e-3, warmup_steps=3, max_steps=max_steps, val_every=3,
                            val_batches=2, ckpt_every=100, log_every=1, seed=seed, progress=False)
     return Trainer(model, bank, val_bank, options, run_dir, CPU)
@@ -247,13 +247,16 @@ def test_cli_trains_exports_and_plots(dataset, tmp_path):
     assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]
     with safe_open(run_dir / "generator_ema.safetensors", "pt") as f:
         meta = f.metadata()
-        assert f.get_tensor("out.weight").shape == (MOTION_DIM, 8)
-    training = json.loads(meta["training"])
+        exported = f.get_tensor("out.weight")
+    assert exported.shape == (MOTION_DIM, 8) and exported.dtype == torch.float16
+    training = json.loads(meta["info"])
     assert training["steps"] == 6 and training["stopped_because"] == "max-steps"
     assert training["data_dir"] == str(dataset.resolve()) and training["train_hours"] > 0
     assert training["command"].startswith("dystream train generator --data ") and "cpu_process_seconds" in training
-    assert "--lookahead-ms 20.0" in training["command"] and "--model-option hidden=8" in training["command"]
-    assert json.loads(meta["config"])["lookahead_ms"] == 20.0
+    assert "--lookahead-ms 20" in training["command"] and "--model-option hidden=8" in training["command"]
+    assert json.loads(meta["config"])["self_lookahead_ms"] == 20 == json.loads(meta["config"])["other_lookahead_ms"]
+    assert training["export_dtype"] == "float16"
+    assert abs(training["final_val_loss_export_dtype"] - training["final_val_loss_fp32"]) < 1e-2 * training["final_val_loss_fp32"]
     records = read_log(run_dir)
     assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 6]
     assert [r["step"] for r in records if r["kind"] == "val"] == [3, 6]

@@ -27,10 +27,11 @@ from dystream.motion import MOTION_DIM, REST
 
 @dataclass(frozen=True)
 class StandInConfig:
-    window_frames: int = 12
+    window: int = 12                # training window = attention window, as GeneratorConfig.window
     hidden: int = 16
     history_samples: int = 640      # audio before the first frame the model asks for
-    lookahead_ms: float = 40.0
+    self_lookahead_ms: int = 40
+    other_lookahead_ms: int = 20
     dropout: float = 0.1
 
 
@@ -48,7 +49,8 @@ class StandInGenerator(nn.Module):
         self.register_buffer("motion_std", torch.ones(MOTION_DIM))
 
     def audio_context(self) -> tuple[int, int]:
-        return self.cfg.history_samples, int(round(self.cfg.lookahead_ms * SAMPLE_RATE / 1000))
+        lookahead_ms = max(self.cfg.self_lookahead_ms, self.cfg.other_lookahead_ms)
+        return self.cfg.history_samples, lookahead_ms * SAMPLE_RATE // 1000
 
     def set_motion_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.motion_mean.copy_(mean)
@@ -86,12 +88,12 @@ def build(preset_name: str, overrides: dict[str, str], lookahead_ms: float | Non
     return StandInGenerator(cfg), cfg
 
 
-def save_weights(model: nn.Module, path, info: dict) -> None:
+def save_weights(model: nn.Module, path, info: dict, dtype: torch.dtype | None = None) -> None:
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+    tensors = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(asdict(model.cfg)), "training": json.dumps(info)})
+    save_file(tensors, str(path), metadata={"config": json.dumps(asdict(model.cfg)), "info": json.dumps(info)})
 
 
 def _record_saving_rank() -> None:
@@ -148,7 +150,7 @@ def test_standin_follows_the_contract_shapes():
     model = StandInGenerator(StandInConfig())
     left, right = model.audio_context()
     assert (left, right) == (640, 640)
-    batch, frames = 3, model.cfg.window_frames
+    batch, frames = 3, model.cfg.window
     audio = torch.zeros(batch, left + frames * SAMPLES_PER_FRAME + right)
     loss, stats = model.training_loss(audio, audio, torch.zeros(batch, frames, MOTION_DIM),
                                       torch.zeros(batch, MOTION_DIM), torch.ones(batch, dtype=torch.bool),

@@ -7,6 +7,7 @@ All file handling lives here; the trainer and the model only see tensors.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import importlib
 import json
@@ -44,8 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--preset", default="small", help="generator size preset: small or paper (default small)")
     gen.add_argument("--model-option", action="append", default=[], metavar="FIELD=VALUE",
                      help="override one field of the preset's GeneratorConfig (repeatable), e.g. layers=2")
-    gen.add_argument("--lookahead-ms", type=float, default=None,
-                     help="audio lookahead of both audio encoders in ms (default: the preset's)")
+    gen.add_argument("--lookahead-ms", type=int, default=None,
+                     help="audio lookahead of both audio encoders in ms, 0-120 in steps of 10 (default: the preset's)")
     gen.add_argument("--batch-size", type=int, default=64, help="global batch size, split across processes (default 64)")
     gen.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of AdamW (default 3e-4)")
     gen.add_argument("--warmup-steps", type=int, default=1000, help="linear warmup steps (default 1000)")
@@ -69,6 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           "number of processes")
     gen.add_argument("--export", default=None, metavar="PATH",
                      help=f"where to write the EMA weights (default RUN_DIR/{EXPORT_NAME})")
+    gen.add_argument("--export-dtype", choices=("float16", "float32"), default="float16",
+                     help="dtype of the exported weights (default float16; the validation loss of the "
+                          "fp16-rounded EMA is recorded next to the fp32 one)")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     # Test hook: a module with build(preset, overrides, lookahead_ms) -> (model, cfg) and
     # save_weights(model, path, info), standing in for dystream.generator.
@@ -78,7 +82,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 # -- the model, through the generator's contract ---------------------------------------------
 
-def build(preset_name: str, overrides: dict[str, str], lookahead_ms: float | None):
+def build(preset_name: str, overrides: dict[str, str], lookahead_ms: int | None):
     """The real generator from a preset with field overrides."""
     try:
         from dystream.generator.config import preset
@@ -90,13 +94,13 @@ def build(preset_name: str, overrides: dict[str, str], lookahead_ms: float | Non
     return Generator(cfg), cfg
 
 
-def save_weights(model, path, info) -> None:
+def save_weights(model, path, info, dtype: torch.dtype | None = None) -> None:
     from dystream.generator.weights import save_weights as save
 
-    save(model, path, info)
+    save(model, path, info, dtype=dtype)
 
 
-def apply_overrides(cfg: Any, overrides: dict[str, str], lookahead_ms: float | None) -> Any:
+def apply_overrides(cfg: Any, overrides: dict[str, str], lookahead_ms: int | None) -> Any:
     """A copy of a config dataclass with FIELD=VALUE strings parsed to each field's type."""
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     changes: dict[str, Any] = {}
@@ -196,7 +200,7 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
 
     torch.manual_seed(args.seed)  # initial weights follow --seed (DDP copies rank 0's to the others)
     model, cfg = factory.build(preset_name, overrides, lookahead_ms)
-    window_frames = int(cfg.window_frames)
+    window_frames = int(cfg.window)  # the sliding attention window is the training window
     num_params = sum(p.numel() for p in model.parameters())
     log.info("generator preset %s: %.2fM parameters, window %d frames", preset_name, num_params / 1e6, window_frames)
 
@@ -252,8 +256,18 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
             "final_val_loss": result.val_history[-1][1] if result.val_history else None,
             "weights": "EMA (decay %g)" % options.ema_decay,
         }
+        export_dtype = getattr(torch, args.export_dtype)
+        if val_bank is not None:
+            # Is the export dtype enough? Validate the EMA rounded to it, beside the fp32 EMA.
+            rounded = copy.deepcopy(trainer.ema)
+            with torch.no_grad():
+                for param in rounded.parameters():
+                    param.copy_(param.to(export_dtype).float())
+            info["final_val_loss_export_dtype"] = trainer.validation_loss(rounded)
+            info["final_val_loss_fp32"] = trainer.validation_loss(trainer.ema)
+        info["export_dtype"] = args.export_dtype
         export.parent.mkdir(parents=True, exist_ok=True)
-        factory.save_weights(trainer.ema, export, info)
+        factory.save_weights(trainer.ema, export, info, dtype=export_dtype)
         (run_dir / "training_record.json").write_text(json.dumps(info, indent=2) + "\n")
         log.info("stopped at step %d (%s) after %.1f min; EMA weights -> %s; loss curve -> %s",
                  result.step, result.stopped_because, result.train_seconds / 60, export, curve)

@@ -342,7 +342,8 @@ class Trainer:
                     record = {"kind": "train", "step": self.step, "loss": mean_loss,
                               "lr": self.scheduler.get_last_lr()[0], "grad_norm": mean_grad,
                               "samples_per_s": interval_steps * opts.batch_size / max(now - interval_start, 1e-9),
-                              "elapsed_s": seconds_before + now - started, **_float_stats(stats)}
+                              "elapsed_s": seconds_before + now - started,
+                              "last_step_stats": _float_stats(stats)}
                     write(record)
                     if progress is not None:
                         progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{record['lr']:.2e}")

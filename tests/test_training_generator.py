@@ -1,0 +1,85 @@
+"""Training the real generator (a tiny config of it): exact resume, CLI, export that loads back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dystream.cli import main as cli_main
+from dystream.generator.config import preset
+from dystream.generator.model import Generator
+from dystream.generator.weights import load_generator, read_metadata
+from dystream.training import ddp
+from dystream.training.checkpoint import load_checkpoint
+from dystream.training.dataset import WindowBank, load_conversations, motion_statistics
+from dystream.training.trainer import Trainer, TrainOptions, read_log
+from test_training_standin import make_dataset
+
+TINY = {"n_mels": 16, "audio_width": 16, "audio_layers": 1, "width": 16, "layers": 1, "heads": 2,
+        "head_width": 16, "head_blocks": 1, "window": 12, "self_lookahead_ms": 40, "other_lookahead_ms": 20}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def _trainer(dataset, run_dir, max_steps):
+    torch.manual_seed(7)
+    model = Generator(preset("small", **TINY))
+    conversations = load_conversations(dataset, "train")
+    model.set_motion_stats(*(torch.from_numpy(a) for a in motion_statistics(conversations)))
+    left, right = model.audio_context()
+    bank = WindowBank(conversations, model.cfg.window, left, right)
+    val_bank = WindowBank(load_conversations(dataset, "val"), model.cfg.window, left, right)
+    options = TrainOptions(batch_size=3, lr=2e-3, warmup_steps=2, max_steps=max_steps, val_every=3,
+                           val_batches=1, ckpt_every=100, log_every=1, progress=False)
+    return Trainer(model, bank, val_bank, options, run_dir, ddp.DistributedContext())
+
+
+def test_real_generator_resumes_exactly(dataset, tmp_path):
+    straight = _trainer(dataset, tmp_path / "straight", 6)
+    straight.fit()
+    first = _trainer(dataset, tmp_path / "resumed", 6)
+    first.fit(interrupt_after=4)
+    resumed = _trainer(dataset, tmp_path / "resumed", 6)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "resumed"))
+    resumed.fit()
+
+    def losses(run):
+        return [(r["step"], r["loss"]) for r in read_log(tmp_path / run) if r["kind"] == "train"]
+
+    assert len(losses("straight")) == 6 and losses("resumed") == losses("straight")
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_cli_trains_the_real_generator_and_the_export_loads(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    options = [arg for name, value in TINY.items() if "lookahead" not in name
+               for arg in ("--model-option", f"{name}={value}")]
+    assert cli_main(["train", "generator", "--data", str(dataset), "-o", str(run_dir), "--device", "cpu",
+                     "--no-progress", "--batch-size", "2", "--max-steps", "4", "--warmup-steps", "1",
+                     "--val-every", "2", "--val-batches", "1", "--log-every", "1", "--lookahead-ms", "30",
+                     *options]) == 0
+    model = load_generator(run_dir / "generator_ema.safetensors")
+    assert model.cfg.self_lookahead_ms == 30 == model.cfg.other_lookahead_ms and model.cfg.window == 12
+    info = json.loads(read_metadata(run_dir / "generator_ema.safetensors")["info"])
+    assert info["steps"] == 4 and info["export_dtype"] == "float16" and info["train_hours"] > 0
+    ema = load_checkpoint(run_dir)["ema"]
+    # The export is the EMA, rounded to fp16; the motion statistics stay exact.
+    for name, value in model.state_dict().items():
+        expected = ema[name] if name.startswith("motion_") else ema[name].half().float()
+        assert torch.equal(value, expected), name
+    stats = motion_statistics(load_conversations(dataset, "train"))
+    assert torch.allclose(model.motion_mean, torch.from_numpy(stats[0]))
+    assert [r["step"] for r in read_log(run_dir) if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_cli_rejects_a_lookahead_off_the_mel_hop(dataset, tmp_path, capsys):
+    assert cli_main(["train", "generator", "--data", str(dataset), "-o", str(tmp_path / "run"),
+                     "--device", "cpu", "--max-steps", "1", "--lookahead-ms", "25"]) == 2
+    assert "steps of 10 ms" in capsys.readouterr().err

@@ -98,6 +98,10 @@ def test_cli_writes_report_and_table(conversations, tmp_path, capsys):
     assert report["ground_truth"]["scores"]["jaw_open_correlation"] == pytest.approx(1.0)
     assert report["ground_truth"]["scores"]["pose_drift_degrees"] is None  # no 5-minute conversation
     assert report["data"]["conversations"] == 2
+    # --max-hours stops once that much conversation has been scored.
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--no-model", "--max-hours", "0.001",
+                 "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["data"]["conversations"] == 1
 
 
 def test_cli_bad_input(tmp_path, capsys):

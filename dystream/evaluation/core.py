@@ -73,8 +73,7 @@ class _Tally:
         self.phrase_ends += timing["phrase_ends"]
         self.delays += timing["delays_s"]
         if conv.num_frames >= LONG_CONVERSATION_S * FRAMES_PER_SECOND:
-            neutral = np.asarray(conv.style[party]["neutral"], dtype=np.float64)
-            self.drifts.append(ev.pose_drift_degrees(motion, neutral))
+            self.drifts.append(ev.pose_drift_degrees(motion, neutral_frame(conv, party)))
         self.frames += len(motion)
 
     def scores(self) -> dict[str, float]:
@@ -92,6 +91,15 @@ class _Tally:
             "pose_drift_degrees": float(np.mean(self.drifts)) if self.drifts else nan,
             "pose_drift_max_degrees": float(np.max(self.drifts)) if self.drifts else nan,
         }
+
+
+def neutral_frame(conv: Conversation, party: int) -> np.ndarray:
+    """The party's anchor: ``style[party]["neutral"]`` of synthetic data; shards made
+    from real video may carry no style, and then the first frame (the reference
+    photo's own motion) stands in."""
+    if party < len(conv.style) and "neutral" in conv.style[party]:
+        return np.asarray(conv.style[party]["neutral"], dtype=np.float32)
+    return np.asarray(conv.motion[party][0], dtype=np.float32)
 
 
 def _fit(motion: np.ndarray, num_frames: int, name: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from dystream.data.schema import Conversation
-from dystream.evaluation.core import Predictor
+from dystream.evaluation.core import Predictor, neutral_frame
 from dystream.metrics.events import rms_baseline_motion
 
 
@@ -37,7 +37,7 @@ def generator_predictor(checkpoint: str | None = None, *, device: str = "cpu", s
     model = load_generator(checkpoint, device)
 
     def predict(conv: Conversation, party: int, seed: int) -> np.ndarray:
-        anchor = np.asarray(conv.style[party]["neutral"], dtype=np.float32)
+        anchor = neutral_frame(conv, party)
         return generate_motion(model, conv.audio[party], conv.audio[1 - party], anchor,
                                steps=steps, seed=seed, guidance=guidance, device=device)
 

@@ -371,31 +371,38 @@ def _articulate(ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, num_frame
     previous_pau = np.concatenate([[True], is_pau[:-1]])
     gap_before = np.concatenate([[np.inf], starts[1:] - ends[:-1]])
     initial = ~is_pau & (previous_pau | (gap_before > 0.05))
-    # Width of the dominance before / after the phone centre. Anticipatory
-    # coarticulation: a phone's influence starts earlier than it ends.
-    sigma_post = 0.5 * durations + 0.012
-    sigma_pre = 0.5 * durations + 0.25 * lead_s
-    sigma_pre = np.where(initial, 0.5 * durations + lead_s, sigma_pre)
-    # A pause shapes the mouth only near its own edges and gives way early to
-    # the next phone; its width is capped so long silences fall to the background.
-    sigma_pre = np.where(is_pau, np.minimum(sigma_pre, 0.08), sigma_pre)
-    sigma_post = np.where(is_pau, np.minimum(sigma_post, 0.08), sigma_post)
-
-    reach = 2.5 * np.maximum(sigma_pre, sigma_post)
-    half_window = int(math.ceil(float(reach.max()) * FPS)) + 1
-    offsets = np.arange(-half_window, half_window + 1)
-    centre_frame = np.floor(centres * FPS).astype(int)
-    frames = centre_frame[:, None] + offsets[None, :]                   # [N, K]
-    valid = (frames >= 0) & (frames < num_frames)
-    dt = (frames + 0.5) / FPS - centres[:, None]
-    sigma = np.where(dt < 0, sigma_pre[:, None], sigma_post[:, None])
-    shape = np.exp(-((dt / sigma) ** 2))
-    shape = np.where(valid & (np.abs(dt) <= reach[:, None]), shape, 0.0)
-    flat_frames = np.where(valid, frames, 0).ravel()
-
     out = np.empty((num_frames, channels))
     targets = _TARGET_TABLE[ids].astype(np.float64)                     # [N, C]
-    for group, cols in ((0, slice(0, _NUM_JAW)), (1, slice(_NUM_JAW, channels))):
+    groups = (
+        # (columns, dominance width as a fraction of the phone, anticipation as a
+        # fraction of the lead). The jaw peaks sharply on its vowel and barely
+        # anticipates; lip shape (rounding, closure) spreads ahead further.
+        (slice(0, _NUM_JAW), 0.4, 0.1),
+        (slice(_NUM_JAW, channels), 0.5, 0.25),
+    )
+    for group, (cols, width, anticipation) in enumerate(groups):
+        # Width of the dominance before / after the phone centre. Anticipatory
+        # coarticulation: a phone's influence starts earlier than it ends.
+        sigma_post = width * durations + 0.012
+        sigma_pre = width * durations + anticipation * lead_s
+        sigma_pre = np.where(initial, width * durations + lead_s, sigma_pre)
+        # A pause shapes the mouth only near its own edges and gives way early to
+        # the next phone; its width is capped so long silences fall to the background.
+        sigma_pre = np.where(is_pau, np.minimum(sigma_pre, 0.08), sigma_pre)
+        sigma_post = np.where(is_pau, np.minimum(sigma_post, 0.08), sigma_post)
+
+        reach = 2.5 * np.maximum(sigma_pre, sigma_post)
+        half_window = int(math.ceil(float(reach.max()) * FPS)) + 1
+        offsets = np.arange(-half_window, half_window + 1)
+        centre_frame = np.floor(centres * FPS).astype(int)
+        frames = centre_frame[:, None] + offsets[None, :]               # [N, K]
+        valid = (frames >= 0) & (frames < num_frames)
+        dt = (frames + 0.5) / FPS - centres[:, None]
+        sigma = np.where(dt < 0, sigma_pre[:, None], sigma_post[:, None])
+        shape = np.exp(-((dt / sigma) ** 2))
+        shape = np.where(valid & (np.abs(dt) <= reach[:, None]), shape, 0.0)
+        flat_frames = np.where(valid, frames, 0).ravel()
+
         weight = (shape * _DOMINANCE_TABLE[ids, group][:, None]).ravel()
         total = np.bincount(flat_frames, weights=weight, minlength=num_frames)
         total += _BACKGROUND_DOMINANCE

@@ -115,3 +115,15 @@ def test_missing_flite_names_the_fix(monkeypatch):
     finally:
         flite.flite_command.cache_clear()
         flite.available_voices.cache_clear()
+
+
+def test_data_command_has_its_three_subcommands(capsys):
+    from dystream.cli import main
+
+    for sub in ("synth", "inspect", "from-video"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["data", sub, "--help"])
+        assert exit_info.value.code == 0
+        assert f"dystream data {sub}" in capsys.readouterr().out
+    assert main(["data", "inspect", "/nonexistent/dataset"]) == 2
+    assert "not found" in capsys.readouterr().err

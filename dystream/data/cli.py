@@ -52,11 +52,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     inspect.add_argument("--seconds", type=float, default=12.0, help="length of the drawn excerpt")
     inspect.set_defaults(func=_inspect)
 
-    # its options belong to dystream.data.from_video, which parses ``args.arguments`` itself
-    from_video = sub.add_parser("from-video", help="make shards from real talking videos (motion read by the encoder)",
-                                add_help=False)
-    from_video.add_argument("arguments", nargs=argparse.REMAINDER)
-    from_video.set_defaults(func=_from_video)
+    # its options and code belong to dystream.data.from_video (light to import; the face
+    # models load only when it runs)
+    from_video = sub.add_parser("from-video", help="make shards from real talking videos (motion read by the encoder)")
+    try:
+        from dystream.data.from_video import configure_from_video
+    except ImportError as exc:
+        from_video.set_defaults(func=_unavailable(f"`dystream data from-video` is not available in this build ({exc})"))
+    else:
+        configure_from_video(from_video)
     parser.set_defaults(func=None)
 
 
@@ -96,10 +100,8 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _from_video(args: argparse.Namespace) -> int:
-    # written by the autoencoder side; imported only when asked for (needs the face extras)
-    try:
-        from dystream.data import from_video
-    except ImportError as exc:
-        raise InputError(f"`dystream data from-video` is not available in this build ({exc})") from None
-    return from_video.main(args)
+def _unavailable(message: str):
+    def fail(args: argparse.Namespace) -> int:
+        raise InputError(message)
+
+    return fail

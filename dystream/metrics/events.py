@@ -78,13 +78,15 @@ def lip_aperture(motion: np.ndarray) -> np.ndarray:
 
 def frame_rms(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray:
     """RMS of the audio samples of every frame [T] (640 samples per frame, zero-padded)."""
-    audio = np.asarray(audio, dtype=np.float64).reshape(-1)
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if num_frames is None:
         num_frames = audio.size // SAMPLES_PER_FRAME
     need = num_frames * SAMPLES_PER_FRAME
     if audio.size < need:
         audio = np.pad(audio, (0, need - audio.size))
-    return np.sqrt(np.mean(audio[:need].reshape(num_frames, SAMPLES_PER_FRAME) ** 2, axis=1))
+    frames = audio[:need].reshape(num_frames, SAMPLES_PER_FRAME)
+    # Sum of squares in float32, no float64 copy of an hour-long track.
+    return np.sqrt(np.einsum("ij,ij->i", frames, frames) / SAMPLES_PER_FRAME).astype(np.float64)
 
 
 def bilabial_closure_counts(motion: np.ndarray, phones: Sequence[Sequence[Any]],

@@ -259,3 +259,14 @@ def test_bad_input_gives_clear_errors():
     # Stress digits and other aligners' silence labels are accepted.
     motion, _ = _animate([["sil", 0.0, 0.2], ["AA1", 0.2, 0.4], ["sp", 0.4, 0.5]], 1.0)
     assert motion.shape == (25, MOTION_DIM)
+
+
+@pytest.mark.parametrize("num_frames", [0, 1, 5, 30])
+def test_short_sequences_and_labels_past_the_end(num_frames):
+    own = PartyLabels(phones=[["aa", 0.0, 0.1], ["m", 5.0, 5.2]], words=[["mama", 0.0, 5.2]],
+                      phrases=[[0.0, 0.1], [5.0, 5.2]])
+    motion, own = animate_party(own, PartyLabels(phrases=[[0.0, 0.05]]), np.zeros(0, np.float32),
+                                num_frames, _style(), np.random.default_rng(0))
+    assert motion.shape == (num_frames, MOTION_DIM) and motion.dtype == np.float32
+    assert np.all(np.isfinite(motion))
+    assert all(0 <= t <= num_frames / FPS for t in own.blinks)

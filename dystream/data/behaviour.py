@@ -279,7 +279,10 @@ def _smooth_step(mask: np.ndarray, ramp_frames: int) -> np.ndarray:
     if ramp_frames <= 1:
         return mask.astype(np.float64)
     kernel = np.ones(ramp_frames) / ramp_frames
-    return np.convolve(mask.astype(np.float64), kernel, mode="same")
+    # Centred moving average of the same length, also for masks shorter than the kernel.
+    full = np.convolve(mask.astype(np.float64), kernel)
+    start = (ramp_frames - 1) // 2
+    return full[start:start + mask.size]
 
 
 def _smooth_noise(rng: np.random.Generator, num_frames: int, time_constant_s: float,
@@ -483,6 +486,9 @@ def animate_party(own: PartyLabels, partner: PartyLabels, own_audio: np.ndarray,
     own_audio = np.asarray(own_audio, dtype=np.float32)
     if own_audio.ndim != 1:
         raise InputError(f"own_audio must be mono [samples] at 16 kHz, got shape {own_audio.shape}")
+    if num_frames == 0:
+        own.nods, own.blinks, own.smiles = [], [], []
+        return np.zeros((0, MOTION_DIM), dtype=np.float32), own
     duration_s = num_frames / FPS
     times = _frame_times(num_frames)
     amplitude = float(style["amplitude"])

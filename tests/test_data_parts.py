@@ -127,3 +127,24 @@ def test_data_command_has_its_three_subcommands(capsys):
         assert f"dystream data {sub}" in capsys.readouterr().out
     assert main(["data", "inspect", "/nonexistent/dataset"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_plan_is_seeded_and_keeps_long_test_conversations():
+    from dystream.data.synth import SynthSettings, plan, shard_plan
+
+    settings = SynthSettings(seed=4, hours=2.0)
+    first, again = plan(settings), plan(settings)
+    assert first == again
+    test = first["test"]
+    assert sum(c.target_seconds >= 300 for c in test) >= 10
+    for split in ("train", "val"):
+        assert all(20.0 - 1e-9 <= c.target_seconds <= 240.0 for c in first[split])
+    train_hours = sum(c.target_seconds for c in first["train"]) / 3600
+    assert abs(train_hours - 2.0 * 0.85) < 0.07
+    # the long test conversations are made whatever --hours says
+    tiny = plan(SynthSettings(seed=4, hours=0.01))
+    assert sum(c.target_seconds >= 300 for c in tiny["test"]) == 10
+    shards = shard_plan(settings)
+    assert sum(len(c) for _, _, c in shards) == sum(len(v) for v in first.values())
+    assert all(len(c) <= settings.conversations_per_shard for _, _, c in shards)
+    assert plan(SynthSettings(seed=5, hours=2.0)) != first

@@ -46,11 +46,14 @@ def shard_contents(root: Path) -> dict[str, tuple]:
     return out
 
 
-def test_output_is_the_same_whatever_the_worker_count(dataset, tmp_path):
-    other = tmp_path / "two-workers"
-    synthesize_dataset(other, tiny_settings(), workers=2, progress=False)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_output_is_the_same_whatever_the_worker_count(dataset, tmp_path, workers):
+    # 5 one-conversation shards: 2 workers make whole shards, 3 workers single conversations
+    other = tmp_path / f"{workers}-workers"
+    manifest = synthesize_dataset(other, tiny_settings(), workers=workers, progress=False)
+    assert manifest["last_run"]["shards_written"] == 5
     a, b = shard_contents(dataset), shard_contents(other)
-    assert sorted(a) == sorted(b) and len(a) >= 3
+    assert sorted(a) == sorted(b) and len(a) == 5
     for conv_id in a:
         np.testing.assert_array_equal(a[conv_id][0], b[conv_id][0])
         np.testing.assert_array_equal(a[conv_id][1], b[conv_id][1])

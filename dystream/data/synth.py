@@ -154,6 +154,16 @@ def _make_conversation(task: tuple[PlannedConversation, SynthSettings, dict]) ->
     return generate_conversation(planned, settings, voices, timings), timings
 
 
+def _make_shard(task: tuple[Path, str, int, list[PlannedConversation], SynthSettings, dict]
+                ) -> tuple[dict[str, Any], dict[str, float]]:
+    root, split, number, convs, settings, voices = task
+    timings: dict[str, float] = {}
+    conversations = [generate_conversation(c, settings, voices, timings) for c in convs]
+    result = _write(root, split, number, conversations, timings)
+    result["target_seconds"] = sum(c.target_seconds for c in convs)
+    return result, timings
+
+
 def _write(root: Path, split: str, number: int, conversations: list[Conversation], timings: dict) -> dict[str, Any]:
     path = shard_path(root, split, number)
     t0 = time.perf_counter()
@@ -212,35 +222,45 @@ def synthesize_dataset(root: str | Path, settings: SynthSettings, *, workers: in
     shards = shard_plan(settings)
     todo = [(split, number, convs) for split, number, convs in shards
             if not shard_path(root, split, number).exists()]
-    # workers make conversations (in plan order); this process writes each shard when it is whole
-    tasks = [(c, settings, voices) for _, _, convs in todo for c in convs]
+    # Two ways to share the work, same output: with enough shards, each worker makes and
+    # writes whole shards (no audio crosses processes); with few, workers make single
+    # conversations in plan order and this process writes each shard when it is whole.
+    whole_shards = workers > 1 and len(todo) >= 2 * workers
     started = time.perf_counter()
     results = []
     timings: dict[str, float] = {}
-    if tasks:
+    if todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(planned.target_seconds for planned, _, _ in tasks) / 3600,
-                   unit="h", disable=not progress, desc="synth", bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} h "
-                   "[{elapsed}<{remaining}]")
-        if workers == 1:
-            made = map(_make_conversation, tasks)
-            pool = None
-        else:
+        bar = tqdm(total=sum(c.target_seconds for _, _, convs in todo for c in convs) / 3600,
+                   unit="h", disable=not progress, desc="synth",
+                   bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} h [{elapsed}<{remaining}]")
+        pool = None
+        if workers > 1:
             import multiprocessing
 
             pool = multiprocessing.get_context("fork").Pool(workers)
-            made = pool.imap(_make_conversation, tasks)
         try:
-            for split, number, convs in todo:
-                batch = []
-                for _ in convs:
-                    conversation, conv_timings = next(made)
-                    for key, value in conv_timings.items():
+            if whole_shards:
+                assert pool is not None
+                shard_tasks = [(root, split, number, convs, settings, voices) for split, number, convs in todo]
+                for result, shard_timings in pool.imap_unordered(_make_shard, shard_tasks):
+                    for key, value in shard_timings.items():
                         timings[key] = timings.get(key, 0.0) + value
-                    batch.append(conversation)
-                    bar.update(conversation.extra["target_seconds"] / 3600)
-                results.append(_write(root, split, number, batch, timings))
+                    results.append(result)
+                    bar.update(result["target_seconds"] / 3600)
+            else:
+                tasks = [(c, settings, voices) for _, _, convs in todo for c in convs]
+                made = pool.imap(_make_conversation, tasks) if pool is not None else map(_make_conversation, tasks)
+                for split, number, convs in todo:
+                    batch = []
+                    for _ in convs:
+                        conversation, conv_timings = next(made)
+                        for key, value in conv_timings.items():
+                            timings[key] = timings.get(key, 0.0) + value
+                        batch.append(conversation)
+                        bar.update(conversation.extra["target_seconds"] / 3600)
+                    results.append(_write(root, split, number, batch, timings))
         finally:
             if pool is not None:
                 pool.terminate()

@@ -19,7 +19,7 @@ from dystream.training import ddp
 from dystream.training.checkpoint import load_checkpoint, save_checkpoint
 from dystream.training.dataset import (LAST_WEIGHTED_FRAMES, WindowBank, choose_anchor, load_conversations,
                                        motion_statistics)
-from dystream.training.trainer import Trainer, TrainOptions, lr_factor, plateaued, read_log
+from dystream.training.trainer import Trainer, TrainOptions, ema_decay_at, lr_factor, plateaued, read_log
 from test_training_standin import StandInConfig, StandInGenerator, make_dataset
 
 CPU = ddp.DistributedContext()
@@ -200,9 +200,17 @@ def test_ema_is_a_float32_running_average_of_the_weights(dataset, tmp_path):
     trainer.train_step()
     for initial, weight, ema in zip(before, trainer.model.parameters(), trainer.ema.parameters()):
         assert ema.dtype == torch.float32 and not ema.requires_grad
-        torch.testing.assert_close(ema, initial + (1 - 0.999) * (weight - initial), rtol=0, atol=1e-7)
+        # The first update uses the ramped-up decay (1 + 0) / (10 + 0) = 0.1.
+        torch.testing.assert_close(ema, initial + (1 - 0.1) * (weight - initial), rtol=0, atol=1e-6)
     assert not torch.equal(before[0], next(trainer.model.parameters()))
     assert torch.equal(trainer.ema.motion_std, trainer.model.motion_std)
+
+
+def test_ema_decay_ramps_up_to_its_target():
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(90, 0.999) == pytest.approx(0.91)
+    assert ema_decay_at(20_000, 0.999) == 0.999
+    assert all(ema_decay_at(s, 0.999) <= ema_decay_at(s + 1, 0.999) for s in range(0, 12_000, 7))
 
 
 def test_checkpoint_is_atomic_when_saving_fails(tmp_path, monkeypatch):

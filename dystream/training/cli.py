@@ -173,6 +173,9 @@ def _config_dict(cfg: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     ctx = ddp.setup(args.device)
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # the few fp32 matmuls outside bf16 autocast
+        torch.backends.cudnn.allow_tf32 = True
     logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING,
                         format=f"%(asctime)s [rank {ctx.rank}] %(message)s", datefmt="%H:%M:%S")
     try:

@@ -109,6 +109,17 @@ def lr_factor(step: int, options: TrainOptions) -> float:
     return options.min_lr_ratio + (1 - options.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA decay for the update after ``step`` earlier updates: ramps up to ``decay``.
+
+    A fixed 0.999 from step 0 keeps the EMA near the random initial weights for the
+    first few thousand steps, so its validation loss would look flat (and trip the
+    plateau rule) while the model is still learning fast; (1+s)/(10+s) follows the
+    weights early and reaches 0.999 after ~9000 steps.
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 def plateaued(val_history: list[tuple[int, float]], fraction: float = 0.2,
               min_improvement: float = 0.01, min_points: int = 5) -> bool:
     """True when the validation loss improved by less than ``min_improvement`` (relative)
@@ -238,7 +249,7 @@ class Trainer:
     def _update_ema(self) -> None:
         ema_params = list(self.ema.parameters())
         params = [p.detach().float() for p in self.model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.options.ema_decay)
+        torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(self.step, self.options.ema_decay))
         for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers()):
             ema_buffer.copy_(buffer)
 
@@ -357,7 +368,7 @@ class Trainer:
                     val_raw = self.validation_loss(self.model)
                     self.val_history.append((self.step, val_ema))
                     write({"kind": "val", "step": self.step, "val_loss": val_ema, "val_loss_raw": val_raw})
-                    if opts.until_plateau and plateaued(self.val_history, opts.plateau_fraction,
+                    if opts.until_plateau and self.step > opts.warmup_steps and plateaued(self.val_history, opts.plateau_fraction,
                                                         opts.plateau_min_improvement):
                         reason = "plateau"
                 stop = False

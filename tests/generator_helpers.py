@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dystream.generator.config import preset
@@ -44,3 +45,12 @@ def speech_like(num_samples: int, seed: int) -> np.ndarray:
 def anchor_frame(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (REST + 0.05 * rng.standard_normal(MOTION_DIM)).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Batch-1 steps are fastest on one thread; two threads on a shared 2-core box mostly wait."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

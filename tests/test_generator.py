@@ -10,6 +10,7 @@ from dystream.generator.model import Generator
 from dystream.generator.weights import load_generator, read_metadata, save_weights
 from dystream.motion import MOTION_DIM
 
+from generator_helpers import single_thread  # noqa: F401  (autouse fixture)
 from generator_helpers import anchor_frame, speech_like, tiny_generator
 
 

@@ -6,6 +6,7 @@ from dystream.errors import InputError
 from dystream.generator.inference import generate_motion
 from dystream.streaming import StreamingSession
 
+from generator_helpers import single_thread  # noqa: F401  (autouse fixture)
 from generator_helpers import anchor_frame, speech_like, tiny_generator
 
 SPF = 640

@@ -31,8 +31,9 @@ class ModulatedMLP(nn.Module):
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
 
-    def forward(self, x, shift, scale, gate):
-        return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
+    def forward(self, x, shift, scale_plus_one, gate):
+        h = torch.addcmul(shift, self.norm(x), scale_plus_one)
+        return torch.addcmul(x, gate, self.mlp(h))
 
 
 class FlowHead(nn.Module):
@@ -54,31 +55,38 @@ class FlowHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def condition(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _split_modulation(self, modulation: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """[.., 3 * width * blocks] -> per block (shift, 1 + scale, gate)."""
+        parts = modulation.chunk(3 * self.num_blocks, dim=-1)
+        return [(parts[3 * i], parts[3 * i + 1] + 1, parts[3 * i + 2]) for i in range(self.num_blocks)]
+
+    def condition(self, c: torch.Tensor) -> tuple[torch.Tensor, list]:
         """Per-frame work that does not depend on the flow time: done once per frame, not per step."""
         cond = self.cond_in(c)
-        return cond, self.cond_modulation(cond)
+        return cond, self._split_modulation(self.cond_modulation(cond))
 
-    def time_terms(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def time_terms(self, sigma: torch.Tensor) -> tuple[torch.Tensor, list]:
         temb = self.time_mlp(timestep_embedding(sigma, self.width))
-        return temb, self.time_modulation(temb)
+        return temb, self._split_modulation(self.time_modulation(temb))
 
-    def denoise(self, x, cond, cond_mod, temb, time_mod) -> torch.Tensor:
-        """x0_hat from x [.., D] and precomputed condition / time terms (broadcastable)."""
-        h = self.x_in(x)
-        time_mod = time_mod.chunk(3 * self.num_blocks, dim=-1)
-        cond_mod = cond_mod.chunk(3 * self.num_blocks, dim=-1)
-        for i in range(self.num_blocks):
-            h = self.time_sublayers[i](h, *time_mod[3 * i: 3 * i + 3])
-            h = self.cond_sublayers[i](h, *cond_mod[3 * i: 3 * i + 3])
+    def output_terms(self, cond: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shift, scale = self.out_modulation(cond + temb).chunk(2, dim=-1)
-        return self.out(self.out_norm(h) * (1 + scale) + shift)
+        return shift, scale + 1
+
+    def denoise(self, x, cond_mod, time_mod, out_terms) -> torch.Tensor:
+        """x0_hat from x [.., D] and precomputed condition / time / output terms (broadcastable)."""
+        h = self.x_in(x)
+        for i in range(self.num_blocks):
+            h = self.time_sublayers[i](h, *time_mod[i])
+            h = self.cond_sublayers[i](h, *cond_mod[i])
+        shift, scale_plus_one = out_terms
+        return self.out(torch.addcmul(shift, self.out_norm(h), scale_plus_one))
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x [.., D], sigma [..] (same leading shape), c [.., cond_width] -> x0_hat [.., D]."""
         cond, cond_mod = self.condition(c)
         temb, time_mod = self.time_terms(sigma)
-        return self.denoise(x, cond, cond_mod, temb, time_mod)
+        return self.denoise(x, cond_mod, time_mod, self.output_terms(cond, temb))
 
 
 def sigma_schedule(steps: int, device=None, dtype=torch.float32) -> torch.Tensor:

@@ -41,7 +41,8 @@ class Rollout:
         self.anchor = model.normalise(anchor)
         self.sigmas = sigma_schedule(self.steps, self.device, self.dtype)
         # Flow-time terms depend only on the step index: computed once per rollout.
-        self.time_emb, self.time_mod = model.head.time_terms(self.sigmas[:-1])
+        self.time_emb, time_mod = model.head.time_terms(self.sigmas[:-1])
+        self.time_mod = [[tuple(t[i] for t in block) for block in time_mod] for i in range(self.steps)]
         self.reset()
 
     def reset(self) -> None:
@@ -60,11 +61,13 @@ class Rollout:
         fused = model.transformer.fuse_audio(self_b, other_b)[:, None]
         condition = model.transformer.step(self.previous.expand(n, 1, -1), fused, self.cache)[:, 0]
         cond, cond_mod = model.head.condition(condition)
+        # Output modulation for every step at once: [steps, n, width] each.
+        out_shift, out_scale = model.head.output_terms(cond[None], self.time_emb[:, None])
         noise = frame_noise(self.seed, torch.tensor([self.frame], device=self.device),
                             model.cfg.motion_dim).to(self.device, self.dtype)
 
         def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
-            x0 = model.head.denoise(x.expand(n, -1), cond, cond_mod, self.time_emb[i], self.time_mod[i])
+            x0 = model.head.denoise(x.expand(n, -1), cond_mod, self.time_mod[i], (out_shift[i], out_scale[i]))
             return self.plan.combine(x0, self.weights)[None]
 
         sample = euler_sample(denoise, noise, self.sigmas)  # [1, D] normalised

@@ -28,7 +28,7 @@ Predictor = Callable[[Conversation, int, int], np.ndarray]
 LONG_CONVERSATION_S = 300.0
 MAX_OFFSET_LAG = 10
 
-# Acceptance thresholds of the generator (issue 4): name -> (description, check).
+# Acceptance thresholds of the generator (issue 4), as printed; checked in _compare.
 THRESHOLDS: dict[str, str] = {
     "jaw_open_correlation": ">= 0.8",
     "bilabial_closure_rate": ">= 0.9 x GT",

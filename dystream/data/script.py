@@ -15,6 +15,7 @@ the conversation; the audio of each party holds only that party.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,8 +60,9 @@ class _Placed:
         return min(end, self.cut) if self.cut is not None else end
 
 
-def _plan_turns(rng: np.random.Generator, split: str, target_seconds: float) -> list[tuple[int, list[str]]]:
-    party = int(rng.integers(2))
+def _plan_turns(rng: np.random.Generator, split: str, target_seconds: float,
+                party: int) -> list[tuple[int, list[str]]]:
+    """Turns (party, sentences), alternating from ``party``, of about ``target_seconds``."""
     turns: list[tuple[int, list[str]]] = []
     planned = 0.0
     while planned < target_seconds:
@@ -97,56 +99,69 @@ def _phrases_of(utt: Utterance, start: float, end_limit: float) -> list[list[flo
 
 
 def build(rng: np.random.Generator, split: str, voices: list[str], target_seconds: float) -> ScriptResult:
-    """Synthesize and lay out one two-party conversation of about ``target_seconds``."""
-    import time
-
+    """Synthesize and lay out one two-party conversation of at least ``target_seconds``."""
     timings = {"tts": 0.0, "augment": 0.0}
-    turns = _plan_turns(rng, split, target_seconds)
     speeds = [float(rng.uniform(0.9, 1.12)) for _ in range(2)]
-
-    # one engine call per party: its turns' sentences, then its backchannel words
-    t0 = time.perf_counter()
-    spoken: list[list[Utterance]] = []
+    # tape speed is drawn first: the layout must be long enough to stay >= target after it
+    speed = augment.sample_speed(rng)
+    needed = target_seconds * speed
+    spoken: list[list[Utterance]] = [[], []]
     backchannels: list[list[Utterance]] = []
-    for party in range(2):
-        sentences = [s for p, turn in turns if p == party for s in turn]
-        utts = synthesize(voices[party], sentences + text.BACKCHANNELS, speed=speeds[party])
-        spoken.append(utts[:len(sentences)])
-        backchannels.append(utts[len(sentences):])
-    timings["tts"] = time.perf_counter() - t0
 
-    # lay out turns
+    def speak(new_turns: list[tuple[int, list[str]]], with_backchannels: bool) -> None:
+        """One engine call per party: its sentences (then its backchannel words, once)."""
+        t0 = time.perf_counter()
+        for party in range(2):
+            sentences = [s for p, turn in new_turns if p == party for s in turn]
+            words = text.BACKCHANNELS if with_backchannels else []
+            if sentences or words:
+                utts = synthesize(voices[party], sentences + words, speed=speeds[party])
+                spoken[party] += utts[:len(sentences)]
+                if with_backchannels:
+                    backchannels.append(utts[len(sentences):])
+        timings["tts"] += time.perf_counter() - t0
+
+    # lay out turns; plan and speak more while the conversation is shorter than asked
+    queue = _plan_turns(rng, split, target_seconds, int(rng.integers(2)))
+    speak(queue, with_backchannels=True)
+    turns: list[tuple[int, list[str]]] = []
     placed: list[_Placed] = []
     cursor = [0, 0]  # next utterance of each party
     t = float(rng.uniform(0.2, 1.0))
     previous: list[_Placed] = []
     party_end = [0.0, 0.0]
-    for party, sentences in turns:
-        if previous:
-            prev_end = previous[-1].end
-            roll = rng.random()
-            if roll < _P_INTERRUPT and previous[-1].utterance.duration > 1.0:
-                start = prev_end - float(rng.uniform(0.4, 0.9))
-                start = max(start, previous[-1].start + 0.4)
-                # the interrupted speaker gives up a little after being cut off
-                previous[-1].cut = start + float(rng.uniform(0.15, 0.4))
-            elif roll < _P_INTERRUPT + _P_OVERLAP:
-                start = prev_end - float(rng.uniform(0.1, 0.5))
-            elif roll < _P_INTERRUPT + _P_OVERLAP + _P_LONG_SILENCE:
-                start = prev_end + float(rng.uniform(1.5, 3.5))
-            else:
-                start = prev_end + float(np.clip(rng.normal(_GAP_MEAN, _GAP_SPREAD), 0.08, 1.5))
-            # never on top of this party's own last utterance
-            t = max(start, party_end[party] + 0.1, 0.0)
-        previous = []
-        for k in range(len(sentences)):
-            utt = spoken[party][cursor[party]]
-            cursor[party] += 1
-            item = _Placed(party, utt, t)
-            placed.append(item)
-            previous.append(item)
-            t = item.end + float(rng.uniform(*_PHRASE_PAUSE))
-        party_end[party] = previous[-1].start + previous[-1].utterance.duration
+    while True:
+        for party, sentences in queue:
+            if previous:
+                prev_end = previous[-1].end
+                roll = rng.random()
+                if roll < _P_INTERRUPT and previous[-1].utterance.duration > 1.0:
+                    start = prev_end - float(rng.uniform(0.4, 0.9))
+                    start = max(start, previous[-1].start + 0.4)
+                    # the interrupted speaker gives up a little after being cut off
+                    previous[-1].cut = start + float(rng.uniform(0.15, 0.4))
+                elif roll < _P_INTERRUPT + _P_OVERLAP:
+                    start = prev_end - float(rng.uniform(0.1, 0.5))
+                elif roll < _P_INTERRUPT + _P_OVERLAP + _P_LONG_SILENCE:
+                    start = prev_end + float(rng.uniform(1.5, 3.5))
+                else:
+                    start = prev_end + float(np.clip(rng.normal(_GAP_MEAN, _GAP_SPREAD), 0.08, 1.5))
+                # never on top of this party's own last utterance
+                t = max(start, party_end[party] + 0.1, 0.0)
+            previous = []
+            for _ in sentences:
+                item = _Placed(party, spoken[party][cursor[party]], t)
+                cursor[party] += 1
+                placed.append(item)
+                previous.append(item)
+                t = item.end + float(rng.uniform(*_PHRASE_PAUSE))
+            party_end[party] = previous[-1].start + previous[-1].utterance.duration
+        turns += queue
+        laid_out = max(p.end for p in placed)
+        if laid_out >= needed:
+            break
+        queue = _plan_turns(rng, split, needed - laid_out, 1 - turns[-1][0])
+        speak(queue, with_backchannels=False)
 
     # backchannels from the listener in the speaker's pauses
     speech = sorted(placed, key=lambda p: p.start)
@@ -168,7 +183,6 @@ def build(rng: np.random.Generator, split: str, voices: list[str], target_second
 
     # render and label
     duration = max(p.end for p in placed) + float(rng.uniform(0.3, 1.0))
-    speed = augment.sample_speed(rng)
     num_samples = int(np.ceil(duration * SAMPLE_RATE))
     tracks = np.zeros((2, num_samples), dtype=np.float32)
     labels = [PartyLabels(), PartyLabels()]

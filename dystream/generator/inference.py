@@ -118,13 +118,18 @@ def generate_motion(model: Generator, self_audio, other_audio, anchor, *, steps:
             f"(one {1000 // cfg.frames_per_second} ms frame) needed"
         )
     other_audio = np.zeros(0, np.float32) if other_audio is None else _as_audio(other_audio, "other audio")
-    was_training = model.training
+    was_training, threads = model.training, torch.get_num_threads()
     model.to(device).eval()
     try:
         with torch.inference_mode():
             self_features, other_features = encode_clip(model, self_audio, other_audio, num_frames, device)
+            if torch.device(device).type == "cpu":
+                # Batch-1 frame steps are small matmuls: handing them to a second thread costs
+                # more than it saves (measured: several times slower on a busy 2-core CPU).
+                torch.set_num_threads(1)
             rollout = Rollout(model, anchor, steps=steps, seed=seed, guidance=guidance)
             frames = [rollout.step(self_features[:, t], other_features[:, t]) for t in range(num_frames)]
             return torch.stack(frames).float().cpu().numpy()
     finally:
+        torch.set_num_threads(threads)
         model.train(was_training)

@@ -54,7 +54,7 @@ def test_speed_change_scales_length_and_augmentation_is_seeded():
     audio = np.sin(2 * np.pi * 220 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
     faster = augment.change_speed(audio, 1.04)
     assert abs(len(faster) - SAMPLE_RATE / 1.04) < 5
-    settings = augment.PartyAugmentation(gain_db=-6.0, noise_db=-60.0, reverb_seconds=0.3, reverb_mix=0.2,
+    settings = augment.PartyAugmentation(gain_db=-6.0, snr_db=30.0, reverb_seconds=0.3, reverb_mix=0.2,
                                          low_hz=200.0, high_hz=3400.0)
     a = augment.apply(audio, settings, np.random.default_rng(5))
     b = augment.apply(audio, settings, np.random.default_rng(5))
@@ -62,13 +62,19 @@ def test_speed_change_scales_length_and_augmentation_is_seeded():
     assert a.shape == audio.shape and a.dtype == np.float32
     # band limiting removes energy outside the band: a 5 kHz tone nearly vanishes
     tone = np.sin(2 * np.pi * 5000 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
-    dry = augment.PartyAugmentation(0.0, -120.0, 0.0, 0.0, 200.0, 3400.0)
+    dry = augment.PartyAugmentation(0.0, 120.0, 0.0, 0.0, 200.0, 3400.0)
     filtered = augment.apply(tone, dry, np.random.default_rng(0))
     middle = slice(SAMPLE_RATE // 4, 3 * SAMPLE_RATE // 4)
     assert np.sqrt(np.mean(filtered[middle] ** 2)) < 0.01 * np.sqrt(np.mean(tone[middle] ** 2))
     voice_band = np.sin(2 * np.pi * 1000 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
     kept = augment.apply(voice_band, dry, np.random.default_rng(0))
     np.testing.assert_allclose(kept[middle], voice_band[middle], atol=0.01)
+    # noise sits snr_db below the speech level, after the gain
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    noisy = augment.apply(silence, augment.PartyAugmentation(-6.0, 30.0, 0.0, 0.0, 0.0, 0.0),
+                          np.random.default_rng(0), speech_rms=0.05)
+    expected = 0.05 * 10 ** (-6 / 20) * 10 ** (-30 / 20)
+    assert abs(np.sqrt(np.mean(noisy ** 2)) / expected - 1) < 0.05
 
 
 @pytest.mark.tts

@@ -19,7 +19,7 @@ from dystream.config import SAMPLE_RATE
 @dataclass
 class PartyAugmentation:
     gain_db: float
-    noise_db: float          # noise level relative to full scale (dBFS)
+    snr_db: float            # speech level over the noise floor
     reverb_seconds: float    # RT60 of the synthetic room; 0 = dry
     reverb_mix: float
     low_hz: float            # band limit (telephone-ish to full band)
@@ -38,7 +38,7 @@ def sample_augmentation(rng: np.random.Generator) -> PartyAugmentation:
     band_limited = rng.random() < 0.3
     return PartyAugmentation(
         gain_db=float(rng.uniform(-9.0, 3.0)),
-        noise_db=float(rng.uniform(-75.0, -45.0)),
+        snr_db=float(rng.uniform(20.0, 45.0)),
         reverb_seconds=float(rng.uniform(0.15, 0.6)) if rng.random() < 0.5 else 0.0,
         reverb_mix=float(rng.uniform(0.05, 0.3)),
         low_hz=float(rng.uniform(80.0, 300.0)) if band_limited else 0.0,
@@ -63,8 +63,9 @@ def _band_mask(freqs: np.ndarray, low_hz: float, high_hz: float, edge_hz: float 
     return (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
 
 
-def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator) -> np.ndarray:
-    """Augment one party's track (same length out)."""
+def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator, *,
+          speech_rms: float = 0.05) -> np.ndarray:
+    """Augment one party's track (same length out); ``speech_rms`` is its speech level before gain."""
     out = audio.astype(np.float32, copy=True)
     n = len(out)
     if n == 0:
@@ -90,6 +91,8 @@ def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator) -
         spectrum = spectrum * _band_mask(freqs, aug.low_hz, aug.high_hz)
     if spectrum is not None:
         out = scipy.fft.irfft(spectrum, size)[:n].astype(np.float32)
-    out *= np.float32(10.0 ** (aug.gain_db / 20.0))
-    out += rng.standard_normal(n, dtype=np.float32) * np.float32(10.0 ** (aug.noise_db / 20.0))
+    gain = 10.0 ** (aug.gain_db / 20.0)
+    out *= np.float32(gain)
+    noise = speech_rms * gain * 10.0 ** (-aug.snr_db / 20.0)
+    out += rng.standard_normal(n, dtype=np.float32) * np.float32(noise)
     return out

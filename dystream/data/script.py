@@ -218,7 +218,7 @@ def build(rng: np.random.Generator, split: str, voices: list[str], target_second
     frames = int(np.ceil(max(len(s) for s in sped) / SAMPLES_PER_FRAME))
     audio = np.zeros((2, frames * SAMPLES_PER_FRAME), dtype=np.float32)
     for p in range(2):
-        audio[p, :len(sped[p])] = augment.apply(sped[p], party_aug[p], rng)
+        audio[p, :len(sped[p])] = augment.apply(sped[p], party_aug[p], rng, speech_rms=_SPEECH_RMS)
         peak = float(np.abs(audio[p]).max())
         if peak > _PEAK_LIMIT:  # never clip in the 16-bit FLAC
             audio[p] *= _PEAK_LIMIT / peak

@@ -143,3 +143,16 @@ def test_frames_are_rendered_when_given_an_autoencoder():
     for f in frames:
         assert f.image.shape == (4, 4, 3) and f.image.dtype == np.uint8
         assert f.image[0, 0, 0] == int(np.clip(f.motion[0], 0, 1) * 255)
+
+
+@pytest.mark.slow
+def test_full_size_small_preset_streaming_equals_offline():
+    """The issue's check at full size: small preset, 3 clips x 10 s, 20 chunkings each."""
+    from dystream.commands.bench import _active_random_generator, _speech_like, streaming_difference
+    from dystream.motion import REST
+
+    model = _active_random_generator("small")
+    rng = np.random.default_rng(1)
+    for clip in range(3):
+        a, b = _speech_like(160000, rng), _speech_like(160000, rng)
+        assert streaming_difference(model, a, b, REST, 20, rng, seed=clip)["max_abs"] <= 1e-5

@@ -26,6 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="CPU threads for torch (1 is fastest for batch-1 steps on a small CPU)")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(func=run_generator)
+    exact = sub.add_parser("streaming", help="streaming == offline: max motion difference over random chunkings")
+    exact.add_argument("--preset", default="small", help="generator size preset (random weights) ...")
+    exact.add_argument("--weights", help="... or trained weights (.safetensors)")
+    exact.add_argument("--clips", type=int, default=3, help="random 'speech' clips")
+    exact.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
+    exact.add_argument("--chunkings", type=int, default=20,
+                       help="chunkings per clip (incl. 1-sample chunks over 1 s and one single chunk)")
+    exact.add_argument("--horizons", default="10,60,300",
+                       help="comma-separated clip lengths in seconds for the growth-with-length table")
+    exact.set_defaults(func=run_streaming)
 
 
 def _sync(device) -> None:
@@ -106,3 +116,112 @@ def run_generator(args) -> int:
     budget = 1000 / 25
     print(f"  real-time factor at 25 fps: {budget / r['median_ms']:.1f}x (median)")
     return 0
+
+
+def _active_random_generator(preset_name: str, seed: int = 0):
+    """Random weights, with the zero-initialised layers (head modulation and output, null
+    embeddings) given small values: a fresh head outputs the motion mean exactly, which
+    would make any comparison pass trivially."""
+    import torch
+
+    from dystream.generator.config import preset
+    from dystream.generator.model import Generator
+    from dystream.motion import REST, TYPICAL_MAX
+
+    torch.manual_seed(seed)
+    model = Generator(preset(preset_name))
+    head = model.head
+    with torch.no_grad():
+        for layer in (head.time_modulation[1], head.cond_modulation[1], head.out_modulation[1], head.out):
+            layer.weight.normal_(0.0, 0.02)
+            layer.bias.normal_(0.0, 0.02)
+        for null in (model.null_self, model.null_other, model.null_anchor):
+            null.normal_(0.0, 0.5)
+    model.set_motion_stats(torch.from_numpy(REST), torch.from_numpy(TYPICAL_MAX) / 3)
+    return model.eval()
+
+
+def _speech_like(num_samples: int, rng):
+    import numpy as np
+
+    t = np.arange(num_samples) / 16000
+    envelope = np.clip(np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 6)), 0, None)
+    tone = np.sin(2 * np.pi * rng.uniform(120, 220) * t)
+    return (0.2 * envelope * (tone + 0.5 * rng.standard_normal(num_samples))).astype(np.float32)
+
+
+def _chunk_sizes(total: int, kind: int, rng) -> list[int]:
+    if kind == 0:  # 1-sample chunks over the first second
+        return [1] * min(16000, total) + ([total - 16000] if total > 16000 else [])
+    if kind == 1:  # everything at once
+        return [total]
+    scale = int(rng.choice([30, 640, 4000, 20000]))
+    sizes, left = [], total
+    while left > 0:
+        n = int(min(left, rng.integers(1, scale + 1)))
+        sizes.append(n)
+        left -= n
+    return sizes
+
+
+def streaming_difference(model, self_audio, other_audio, anchor, chunkings: int, rng, seed: int = 0) -> dict:
+    """Max |streaming - offline| of motion over ``chunkings`` random chunkings of both streams."""
+    import numpy as np
+
+    from dystream.generator.inference import generate_motion
+    from dystream.streaming import StreamingSession
+
+    offline = generate_motion(model, self_audio, other_audio, anchor, seed=seed)
+    session = StreamingSession(model, anchor, seed=seed)
+    worst, per_frame = 0.0, np.zeros(len(offline))
+    for kind in range(chunkings):
+        session.reset()
+        sizes = [_chunk_sizes(len(self_audio), kind, rng), _chunk_sizes(len(other_audio), kind, rng)]
+        pos, frames = [0, 0], []
+        audio = (self_audio, other_audio)
+        while sizes[0] or sizes[1]:
+            s = int(rng.integers(2)) if sizes[0] and sizes[1] else (0 if sizes[0] else 1)
+            n = sizes[s].pop(0)
+            frames += session.feed(s, audio[s][pos[s]: pos[s] + n])
+            pos[s] += n
+        frames += session.flush()
+        streamed = np.stack([f.motion for f in frames])
+        if streamed.shape != offline.shape:
+            raise AssertionError(f"streaming made {streamed.shape} frames, offline {offline.shape}")
+        diff = np.abs(streamed - offline).max(axis=1)
+        per_frame = np.maximum(per_frame, diff)
+        worst = max(worst, float(diff.max()))
+    return {"max_abs": worst, "per_frame": per_frame, "motion_std": float(offline.std())}
+
+
+def run_streaming(args) -> int:
+    import numpy as np
+    import torch
+
+    from dystream.generator.weights import load_generator
+    from dystream.motion import REST
+
+    torch.set_num_threads(1)
+    model = load_generator(args.weights) if args.weights else _active_random_generator(args.preset)
+    source = args.weights or f"preset {args.preset}, random weights"
+    rng = np.random.default_rng(0)
+    n = int(args.seconds * 16000)
+    print(f"streaming == offline ({source}), CPU float32, {args.clips} clips x {args.seconds:g} s, "
+          f"{args.chunkings} chunkings each (1-sample chunks over 1 s, one single chunk, random sizes)")
+    worst = 0.0
+    for clip in range(args.clips):
+        a, b = _speech_like(n, rng), _speech_like(n, rng)
+        r = streaming_difference(model, a, b, REST, args.chunkings, rng, seed=clip)
+        worst = max(worst, r["max_abs"])
+        print(f"  clip {clip}: max |streaming - offline| = {r['max_abs']:.2e}  (motion std {r['motion_std']:.3f})")
+    print(f"  worst: {worst:.2e}  ({'within' if worst <= 1e-5 else 'ABOVE'} the 1e-5 bound)")
+    horizons = [float(h) for h in args.horizons.split(",") if h]
+    if horizons:
+        print("  growth with length (one long clip; 1-sample, single and one random chunking; max difference up to each time):")
+        longest = int(max(horizons) * 16000)
+        a, b = _speech_like(longest, rng), _speech_like(longest, rng)
+        r = streaming_difference(model, a, b, REST, 3, rng, seed=7)
+        for h in horizons:
+            upto = int(h * 25)
+            print(f"    first {h:6.0f} s: {r['per_frame'][:upto].max():.2e}")
+    return 0 if worst <= 1e-5 else 1

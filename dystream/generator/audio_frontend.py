@@ -54,8 +54,11 @@ class LogMel(nn.Module):
         self.n_bins = n_bins
 
     def forward(self, samples: torch.Tensor) -> torch.Tensor:
-        frames = samples.unfold(-1, self.window, self.hop)  # [B, J, window]
-        spectrum = frames @ self.dft_basis
-        power = spectrum[..., : self.n_bins].square() + spectrum[..., self.n_bins:].square()
-        # Fixed affine so that speech-level log-mels sit roughly in [-1, 1] before any layer.
-        return (torch.log(power @ self.mel_filters + 1e-6) + 4.0) / 4.0
+        # Always float32: a bf16 power spectrum would lose most of the log-mel's dynamic range.
+        with torch.autocast(device_type=samples.device.type, enabled=False):
+            frames = samples.float().unfold(-1, self.window, self.hop)  # [B, J, window]
+            spectrum = frames @ self.dft_basis.float()
+            power = spectrum[..., : self.n_bins].square() + spectrum[..., self.n_bins:].square()
+            # Fixed affine so that speech-level log-mels sit roughly in [-1, 1] before any layer.
+            mel = (torch.log(power @ self.mel_filters.float() + 1e-6) + 4.0) / 4.0
+        return mel.to(samples.dtype)

@@ -25,6 +25,32 @@ MOUTH_EYE_CHANNELS = tuple(n for n in EXPRESSION_NAMES if n.startswith(("jaw", "
 ANGLE_CHANNELS = ("pitch", "yaw", "roll")
 CALIBRATED_CHANNELS = EXPRESSION_NAMES + ANGLE_CHANNELS
 
+# Largest basis amplitude a channel may reach at its typical maximum. Beyond these the
+# mesh folds (lids or lips pass through each other) or the jaw leaves the face: the
+# read-back may still rise a little, but the picture breaks. 1 = the basis as designed.
+MAX_AMPLITUDE = {
+    "eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0,           # lids meet at 1
+    "mouthClose": 1.0, "mouthFunnel": 1.0, "mouthPucker": 1.5,
+    "mouthRollLower": 1.0, "mouthRollUpper": 1.0, "mouthPressLeft": 1.0, "mouthPressRight": 1.0,
+    "jawOpen": 1.4, "browDownLeft": 2.0, "browDownRight": 2.0,
+    "browOuterUpLeft": 2.0, "browOuterUpRight": 2.0,
+    # Pose: turning further than asked would read back better but tears the silhouette
+    # (the warp cannot show the hidden side of the head), so angles are rendered as asked.
+    "yaw": 1.0, "pitch": 1.05, "roll": 1.0,
+}
+
+
+def gain_limits(name: str) -> tuple[float, float]:
+    """(lowest, highest) gain the fit may choose for a channel."""
+    k = INDEX[name]
+    default = float(default_gains()[k])
+    high = default * 4
+    if name in ANGLE_CHANNELS:
+        high = MAX_AMPLITUDE[name]
+    elif name in MAX_AMPLITUDE:
+        high = min(high, MAX_AMPLITUDE[name] / float(TYPICAL_MAX[k]))
+    return default / 4, high
+
 
 def channel_range(name: str) -> tuple[float, float]:
     """Range a sweep or a random motion covers for a channel (the supported range)."""
@@ -106,31 +132,40 @@ def passes(report: dict[str, dict[str, float]], mouth_eye_mae: float = 0.15, ang
     return out
 
 
-def fit_gains(autoencoder, appearance, m0: np.ndarray, rounds: int = 4, steps: int = 5,
-              damping: float = 0.7, log=print) -> dict[str, float]:
+def fit_gains(autoencoder, appearance, m0: np.ndarray, rounds: int = 3, steps: int = 5,
+              log=print) -> dict[str, float]:
     """Fit each calibrated channel's gain so that read-back follows what was asked.
 
     Each round, per channel: sweep it alone, regress read-back change on asked change
-    (through the origin, at m0), and scale the gain by asked/read, damped.
+    (through the origin, at m0), propose gain * asked/read, and keep the proposal
+    (or half of it, in log space) only if the sweep's MAE drops — MediaPipe's scores
+    saturate and even fall when a face is pushed too far, so bigger is not always better.
     """
     gains = autoencoder.decoder.gains
-    default = default_gains()
+    for name in CALIBRATED_CHANNELS:
+        gains[INDEX[name]] = float(np.clip(float(gains[INDEX[name]]), *gain_limits(name)))
+
+    def sweep_error(k: int, name: str) -> tuple[float, float]:
+        asked = sweep_motions(m0, name, steps)
+        read = read_back(autoencoder, appearance, asked)
+        ok = ~np.isnan(read[:, k])
+        want, got = asked[ok, k] - m0[k], read[ok, k] - m0[k]
+        slope = float((want * got).sum() / max((want * want).sum(), 1e-9))
+        return float(np.abs(want - got).mean()) if ok.any() else math.inf, slope
+
     for round_ in range(rounds):
         for name in CALIBRATED_CHANNELS:
             k = INDEX[name]
-            asked = sweep_motions(m0, name, steps)
-            read = read_back(autoencoder, appearance, asked)
-            ok = ~np.isnan(read[:, k])
-            want = asked[ok, k] - m0[k]
-            got = read[ok, k] - m0[k]
-            if (np.abs(want) > 1e-3).sum() < 2:
-                continue
-            slope = float((want * got).sum() / max((want * want).sum(), 1e-9))
+            current = float(gains[k])
+            error, slope = sweep_error(k, name)
             ratio = float(np.clip(1.0 / max(slope, 0.05), 0.33, 3.0))
-            # Past about 3x the uncalibrated geometry MediaPipe stops believing the face
-            # (its score saturates or falls while the picture breaks): keep the gain there.
-            gains[k] = float(np.clip(gains[k] * ratio**damping, default[k] / 3, default[k] * 3))
-            log(f"round {round_} {name:<20} slope {slope:6.3f} -> gain {float(gains[k]):.3f}")
+            for power in (1.0, 0.5):
+                gains[k] = float(np.clip(current * ratio**power, *gain_limits(name)))
+                trial, _ = sweep_error(k, name)
+                if trial < error:
+                    break
+                gains[k] = current
+            log(f"round {round_} {name:<20} slope {slope:6.3f} mae {error:.3f} -> gain {float(gains[k]):.3f}")
     return {name: float(gains[INDEX[name]]) for name in CALIBRATED_CHANNELS}
 
 

@@ -30,6 +30,9 @@ from dystream.errors import InputError
 from dystream.motion import EXPRESSION_NAMES, INDEX, MOTION_DIM, NUM_EXPRESSION, TYPICAL_MAX
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+# The warp cannot show occlusion: near the silhouette a turned face folds the mesh.
+# Flattening the depth (factor < 1) was tried and did not remove the fold; kept at 1.
+DEPTH_FLATTEN = 1.0
 PIVOT_DEPTH = 0.0   # rotate about the mesh centroid, so rotation leaves the read-back tx, ty alone
 
 
@@ -98,7 +101,8 @@ def pose_terms(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor) -
         rotation_matrix(m0[p], m0[y], m0[r]).transpose(-1, -2)
     scale = torch.exp(delta[:, INDEX["log_scale"]])[:, None, None]
     shift = torch.stack([delta[:, INDEX["tx"]], delta[:, INDEX["ty"]]], -1)
-    return rot[:, :2, :] * scale, shift
+    linear = rot[:, :2, :] * scale
+    return torch.cat([linear[..., :2], linear[..., 2:] * DEPTH_FLATTEN], -1), shift
 
 
 def expression_amplitudes(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:

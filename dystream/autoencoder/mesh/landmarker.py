@@ -74,6 +74,13 @@ class FaceReading:
         return (x1 - x0) * (y1 - y0)
 
 
+def _same_face(a: FaceReading, b: FaceReading) -> bool:
+    ax0, ay0, ax1, ay1 = a.box
+    bx0, by0, bx1, by1 = b.box
+    distance = np.hypot((ax0 + ax1 - bx0 - bx1) / 2, (ay0 + ay1 - by0 - by1) / 2)
+    return distance < 0.5 * max(ax1 - ax0, bx1 - bx0)
+
+
 class FaceLandmarker:
     """Thin wrapper: image (HxWx3 uint8 RGB) -> list of FaceReading, largest first."""
 
@@ -131,9 +138,35 @@ class FaceLandmarker:
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
 
+    def search(self, image: np.ndarray) -> list[FaceReading]:
+        """Faces anywhere in a photo, largest first.
+
+        The landmarker's detector looks at a small square version of the whole image,
+        so faces that are small in a large or wide photo go unseen: when the photo is
+        not square, or nothing was found, also look in overlapping square windows
+        (the photo's short side, then half of it) and merge what they find.
+        """
+        faces = self.read(image)
+        height, width = image.shape[:2]
+        if faces and max(height, width) <= 1.3 * min(height, width):
+            return faces
+        for side in (min(height, width), min(height, width) // 2):
+            if side < 64 or (faces and side < min(height, width)):
+                break
+            stride = max(side // 2, 1)
+            for y0 in sorted({*range(0, height - side + 1, stride), height - side}):
+                for x0 in sorted({*range(0, width - side + 1, stride), width - side}):
+                    for face in self.read(image[y0:y0 + side, x0:x0 + side]):
+                        face.landmarks[:, 0] += x0
+                        face.landmarks[:, 1] += y0
+                        if not any(_same_face(face, seen) for seen in faces):
+                            faces.append(face)
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces
+
     def read_largest(self, image: np.ndarray, *, source: str = "image") -> FaceReading:
         """The largest face; InputError when there is none, a warning when there are several."""
-        faces = self.read(image)
+        faces = self.search(image)
         if not faces:
             raise InputError(f"{source}: no face found; use a photo with one clearly visible, roughly frontal face")
         if len(faces) > 1:

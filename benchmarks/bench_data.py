@@ -7,7 +7,9 @@ off, so the hours asked for are what is timed) and prints one table: per stage
 (TTS incl. the engine processes, augmentation, motion rules, FLAC encoding and
 shard writing) the seconds spent and the share, then hours per core-hour
 (stage seconds summed over workers; each stage's wall time inside a
-worker, engine processes included, so contention only makes it look slower) and per wall-hour, and shard megabytes per
+worker, engine processes included, so contention only makes it look slower) and,
+with one worker, per CPU-hour (this process and its engine processes: what a
+core that is not shared would do) and per wall-hour, and shard megabytes per
 hour of conversation. Name the machine when quoting its numbers.
 """
 
@@ -16,10 +18,30 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 
 from dystream.data.synth import SynthSettings, synthesize_dataset
+
+
+def _cpu_seconds() -> float:
+    """CPU of this process and of its finished children (flite runs, the espeak child once stopped)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _stop_engine_children() -> None:
+    """End this process's espeak child so that its CPU time is counted."""
+    import sys
+
+    espeak = sys.modules.get("dystream.data.tts.espeak")
+    child = getattr(espeak, "_Child", None) if espeak else None
+    if child is not None and child.process is not None:
+        child.process.stdin.close()
+        child.process.wait()
+        child.process = None
 
 
 def main() -> None:
@@ -33,9 +55,12 @@ def main() -> None:
     settings = SynthSettings(seed=args.seed, hours=args.hours, engines=args.engines.split(","),
                              long_test_conversations=0)
     with tempfile.TemporaryDirectory(prefix="dystream-bench-data-") as tmp:
+        cpu0 = _cpu_seconds()
         t0 = time.perf_counter()
         manifest = synthesize_dataset(tmp, settings, workers=args.workers, progress=False)
         wall = time.perf_counter() - t0
+        _stop_engine_children()
+        cpu = _cpu_seconds() - cpu0
     run = manifest["last_run"]
     hours = run["hours_written"]
     stages = run["stage_seconds"]
@@ -50,6 +75,8 @@ def main() -> None:
         print(f"{name:<10} {value:>9.2f} {value / busy:>7.1%}")
     print(f"{'total':<10} {busy:>9.2f}")
     print(f"hours per core-hour (stage time): {hours / (busy / 3600):8.1f}")
+    print(f"hours per core-hour (CPU time):   {hours / (cpu / 3600):8.1f}  (independent of other jobs; "
+          f"workers=1 only)" if args.workers == 1 else "")
     print(f"hours per wall-hour:              {hours / (wall / 3600):8.1f}  ({wall:.1f} s wall)")
     print(f"shard size: {size / hours:.1f} MB per hour of conversation")
 

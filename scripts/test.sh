@@ -6,5 +6,5 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q torch==2.13.0
-pip install -q -e ".[face,test]"
+pip install -q -e ".[face,test,tts-gpl]"
 python -m pytest -q -m "not gpu" "$@"

@@ -165,11 +165,16 @@ _IS_VOWEL = np.array([p in VOWELS for p in _PHONE_LIST])
 _BACKGROUND_DOMINANCE = 0.02
 
 
+_PHONE_ALIASES = {"ax": "ah", "axr": "er", "ix": "ih", "dx": "t", "el": "l", "em": "m", "en": "n"}
+
+
 def normalise_phone(label: str) -> str:
     """ARPAbet as flite prints it: lower case, no stress digit; silences -> "pau"."""
     phone = str(label).strip().lower().rstrip("012")
     if phone in _SILENCE_ALIASES:
         return "pau"
+    # flite's schwa and syllabic/flap extras are CMUdict phones under other names.
+    phone = _PHONE_ALIASES.get(phone, phone)
     if phone not in PHONES:
         raise InputError(
             f"unknown phone {label!r}: the motion rules take lower-case ARPAbet as flite "

@@ -25,9 +25,11 @@ def _batch(model, batch=2, frames=12, seed=0):
 
 
 def test_presets_and_parameter_counts():
-    small = Generator(preset("small")).parameter_counts()
+    cfg = preset("small")
+    small = Generator(cfg).parameter_counts()
     assert 1e6 < small["total"] < 20e6
-    assert small["total"] == small["audio encoders"] + small["transformer"] + small["flow head"] + 3 * 256
+    nulls = 2 * cfg.audio_width + cfg.width  # null self / other audio, null anchor
+    assert small["total"] == small["audio encoders"] + small["transformer"] + small["flow head"] + nulls
     paper = preset("paper")
     assert (paper.width, paper.layers, paper.heads, paper.head_blocks, paper.audio_layers) == (768, 12, 12, 6, 8)
 

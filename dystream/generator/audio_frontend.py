@@ -1,10 +1,10 @@
 """Log-mel features computed in torch, the same way offline and in streaming.
 
 A mel frame j covers the samples [hop*j - (window - hop), hop*(j + 1)): it ends
-where its hop ends, so it never reads audio after its own 10 ms. The DFT is a
-fixed matrix (Hann window folded in), so a frame's value depends only on its own
-400 samples and a streaming caller gets the same numbers by handing over the same
-samples.
+where its hop ends, so it never reads audio after its own 10 ms. Each frame is
+transformed on its own (Hann window, real FFT), so its value depends only on its
+own 400 samples and a streaming caller gets the same numbers by handing over the
+same samples.
 """
 
 from __future__ import annotations
@@ -46,10 +46,7 @@ class LogMel(nn.Module):
         n_bins = window // 2 + 1
         t = torch.arange(window, dtype=torch.float64)
         hann = 0.5 - 0.5 * torch.cos(2 * math.pi * t / window)
-        k = torch.arange(n_bins, dtype=torch.float64)
-        angle = 2 * math.pi * t[:, None] * k[None, :] / window
-        basis = torch.cat([hann[:, None] * torch.cos(angle), -hann[:, None] * torch.sin(angle)], dim=1)
-        self.register_buffer("dft_basis", basis.float(), persistent=False)
+        self.register_buffer("hann", hann.float(), persistent=False)
         self.register_buffer("mel_filters", mel_filterbank(n_bins, n_mels, sample_rate), persistent=False)
         self.n_bins = n_bins
 
@@ -57,8 +54,8 @@ class LogMel(nn.Module):
         # Always float32: a bf16 power spectrum would lose most of the log-mel's dynamic range.
         with torch.autocast(device_type=samples.device.type, enabled=False):
             frames = samples.float().unfold(-1, self.window, self.hop)  # [B, J, window]
-            spectrum = frames @ self.dft_basis.float()
-            power = spectrum[..., : self.n_bins].square() + spectrum[..., self.n_bins:].square()
+            spectrum = torch.fft.rfft(frames * self.hann.float(), dim=-1)
+            power = spectrum.real.square() + spectrum.imag.square()
             # Fixed affine so that speech-level log-mels sit roughly in [-1, 1] before any layer.
             mel = (torch.log(power @ self.mel_filters.float() + 1e-6) + 4.0) / 4.0
         return mel.to(samples.dtype)

@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="shares of the splits, e.g. train=17,val=1,test=2 (scaled to --hours; "
                             "default train=0.85,val=0.05,test=0.10)")
     synth.add_argument("--engines", default="flite,espeak",
-                       help="speech engines: flite,espeak (10 voices) or flite (4 voices; no GPL engine)")
+                       help="speech engines: flite,espeak (14 voices) or flite (4 voices; no GPL engine)")
     synth.add_argument("--long-test-conversations", type=int, default=10,
                        help="5-minute conversations at the start of the test split, for drift measurements")
     synth.add_argument("--conversations-per-shard", type=int, default=8)

@@ -7,7 +7,7 @@ only ``kal16`` is used.
 
 Two voice sets exist:
 
-* ``flite,espeak`` (default): 4 flite speakers + 6 espeak-ng speakers
+* ``flite,espeak`` (default): 4 flite speakers + 10 espeak-ng speakers
   (espeak-ng is GPL; it runs in a separate process and is never imported by the
   core; ``pip install espeakng-loader`` provides it).
 * ``flite``: the 4 flite speakers only; the test split then has 1 unseen voice.
@@ -24,7 +24,8 @@ FLITE_SPLITS = {
 }
 # espeak-ng language (accent) + variant (speaker: formants, pitch, voice quality)
 ESPEAK_SPLITS = {
-    "train": ["espeak:en-us+m1", "espeak:en+f2", "espeak:en-us-nyc+m3"],
+    "train": ["espeak:en-us+m1", "espeak:en+f2", "espeak:en-us-nyc+m3",
+              "espeak:en-us+f5", "espeak:en-gb+m2", "espeak:en-us+m6", "espeak:en+f1"],
     "val": ["espeak:en-gb-scotland+f4"],
     "test": ["espeak:en-gb-x-rp+f3", "espeak:en-029+m7"],
 }

@@ -26,6 +26,7 @@ from dystream.motion import EXPRESSION_NAMES, INDEX, MOTION_DIM, REST
 # RMS radius of the 3D mesh over the crop side on a face cropped at CROP_SCALE:
 # log_scale is measured against it, so a freshly cropped face reads about 0.
 NOMINAL_RADIUS = 0.205
+HEAD_RING_SCALE = 1.3    # ring of head control points, relative to the face oval
 
 
 def as_rgb_uint8(image: np.ndarray, *, source: str = "image") -> np.ndarray:
@@ -148,10 +149,18 @@ class MeshEncoder:
         m0 = motion_from_reading(face, size)
         landmarks = (face.landmarks / size).astype(np.float32)
         basis = build_basis(landmarks)
-        control = landmarks[: tp.NUM_MESH_POINTS, :2] * 2 - 1
-        spline = spline_to_grid(control)
         mesh = landmarks[: tp.NUM_MESH_POINTS]
         centre = mesh.mean(axis=0)
+        # Control points: the mesh plus a ring around the face oval that turns with the
+        # head, so hair, ears and neck follow the face instead of tearing from it.
+        oval = landmarks[list(tp.FACE_OVAL)]
+        ring = oval.copy()
+        ring[:, :2] = np.clip(centre[:2] + HEAD_RING_SCALE * (oval[:, :2] - centre[:2]), 0.02, 0.98)
+        points = np.concatenate([mesh, ring])
+        spline = spline_to_grid(points[:, :2] * 2 - 1)
+        grid_cells = spline.shape[0]
+        expression_fields = (spline[:, : tp.NUM_MESH_POINTS] @ basis.transpose(1, 0, 2).reshape(tp.NUM_MESH_POINTS, -1))
+        expression_fields = expression_fields.reshape(grid_cells, len(basis), 2).transpose(1, 0, 2)
         rest_opening, window = _mouth_geometry(landmarks, size)
         kw = dict(device=self.device, dtype=self.dtype)
         appearance = MeshAppearance(
@@ -159,8 +168,8 @@ class MeshEncoder:
             landmarks=torch.from_numpy(landmarks).to(**kw),
             m0=m0,
             basis=torch.from_numpy(basis).to(**kw),
-            expression_fields=torch.from_numpy(np.einsum("gn,knc->kgc", spline, basis)).to(**kw),
-            coordinate_fields=torch.from_numpy(spline @ (mesh - centre)).to(**kw),
+            expression_fields=torch.from_numpy(np.ascontiguousarray(expression_fields)).to(**kw),
+            coordinate_fields=torch.from_numpy(spline @ (points - centre)).to(**kw),
             constant_field=torch.from_numpy(spline.sum(axis=1)).to(**kw),
             centre=torch.from_numpy(centre).to(**kw),
             rest_opening=torch.from_numpy(rest_opening).to(**kw),

@@ -11,7 +11,7 @@
 #   bash scripts/gpu_train.sh all     # the three in a row (only if they fit one command)
 #
 # Settings (environment): HOURS=20 WORKERS=16 MINUTES=8 PRESET=small BATCH=64 MAX_STEPS=20000
-# VAL_EVERY=250 NPROC=1 (GPUs, torchrun) EVAL_HOURS=1 EVAL_DEVICE=cuda ENGINES=(flite,espeak if espeak is
+# VAL_EVERY=250 NPROC=1 (GPUs, torchrun) EVAL_HOURS=0.25 EVAL_DEVICE=cuda ENGINES=(flite,espeak if espeak is
 # importable, else flite) EXTRA_TRAIN_ARGS (more `train generator` flags).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +20,7 @@ stage="${1:-all}"
 : "${OUT:?set OUT to the folder whose files come back}"
 HOURS="${HOURS:-20}" WORKERS="${WORKERS:-16}" MINUTES="${MINUTES:-8}" PRESET="${PRESET:-small}"
 BATCH="${BATCH:-64}" MAX_STEPS="${MAX_STEPS:-20000}" VAL_EVERY="${VAL_EVERY:-250}" NPROC="${NPROC:-1}"
-EVAL_HOURS="${EVAL_HOURS:-1}"
+EVAL_HOURS="${EVAL_HOURS:-0.25}"
 data="$repo/data/gpu"
 run="$repo/runs/gpu"
 weights="$run/generator-$PRESET.safetensors"
@@ -78,14 +78,16 @@ stage_train() {
     python3 - "$run/training_record.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
+val = "none yet" if r["final_val_loss"] is None else f"{r['final_val_loss']:.4f}"
 print(f"step {r['steps']} ({r['stopped_because']}), {r['train_wall_seconds'] / 60:.1f} min training, "
-      f"val loss {r['final_val_loss']:.4f}; finished: {r['stopped_because'] in ('plateau', 'max-steps')}")
+      f"val loss {val}; finished: {r['stopped_because'] in ('plateau', 'max-steps')}")
 EOF
 }
 
 stage_eval() {
     echo "== eval: $weights on the test split (first $EVAL_HOURS h, seeds 0 1 2)"
-    python3 -m dystream evaluate --data "$data" --split test --checkpoint "$weights" --seeds 0 1 2 \
+    # Frame-by-frame sampling of whole conversations: keep the hours small enough to fit one command.
+    timeout 560 python3 -m dystream evaluate --data "$data" --split test --checkpoint "$weights" --seeds 0 1 2 \
         --max-hours "$EVAL_HOURS" --device "${EVAL_DEVICE:-cuda}" -o "$OUT/eval.json" 2>&1 | tee "$OUT/eval.txt"
 }
 

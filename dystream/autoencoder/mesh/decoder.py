@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from dystream.autoencoder.mesh import topology as tp
 from dystream.autoencoder.mesh.crop import CropBox, PasteBack
+from dystream.autoencoder.mesh.eyelid import composite_lid
 from dystream.autoencoder.mesh.mouth import composite_mouth
 from dystream.autoencoder.mesh.pose import rotation_matrix
 from dystream.autoencoder.mesh.warp import COARSE_GRID, backward_map
@@ -71,6 +72,9 @@ class MeshAppearance:
     rest_opening: torch.Tensor     # [K] gap between paired inner lip points, output pixels
     mouth_window: tuple[int, int, int, int]
     brightness: torch.Tensor       # scalar, skin light relative to a mid-tone face
+    eyes: list[tuple[tuple[int, ...], tuple[int, ...], torch.Tensor, tuple[int, int, int, int], torch.Tensor]]
+    # per eye: upper and lower lid landmark indices (corner to corner), the photo's
+    # opening in output pixels, a window around the eye, and the lid skin colour
     box: CropBox                   # where the crop sits in the photo
     photo: np.ndarray | None = None
     paste: PasteBack | None = None
@@ -83,6 +87,7 @@ class MeshAppearance:
         for name in ("image", "landmarks", "basis", "expression_fields", "coordinate_fields",
                      "constant_field", "centre", "rest_opening", "brightness"):
             setattr(self, name, getattr(self, name).to(device))
+        self.eyes = [(u, lo, rest.to(device), w, skin.to(device)) for u, lo, rest, w, skin in self.eyes]
         if self.paste is not None:
             self.paste.to(device)
         return self
@@ -154,6 +159,9 @@ class MeshDecoder:
         lips = warped_landmarks(app, motion, self.gains, tp.UPPER_LIP_INNER + tp.LOWER_LIP_INNER) * size
         upper, lower = lips[:, : len(tp.UPPER_LIP_INNER)], lips[:, len(tp.UPPER_LIP_INNER):]
         out = composite_mouth(out, upper, lower, app.rest_opening, app.mouth_window, app.brightness)
+        for upper_ids, lower_ids, rest, window, skin in app.eyes:
+            lids = warped_landmarks(app, motion, self.gains, upper_ids + lower_ids) * size
+            out = composite_lid(out, lids[:, : len(upper_ids)], lids[:, len(upper_ids):], rest, window, skin)
         if paste_back:
             if app.paste is None:
                 raise InputError("paste-back needs the full photo; encode with keep_photo=True")

@@ -88,6 +88,35 @@ def _mouth_geometry(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, tuple
     return rest_opening, (row0, row1, col0, col1)
 
 
+def _eye_geometry(crop: np.ndarray, landmarks: np.ndarray, kw: dict) -> list:
+    """Per eye: lid index lists, the photo's opening, a window, and the lid skin colour
+    (sampled between the lid fold and the brow, where the closing lid's skin comes from)."""
+    size = crop.shape[0]
+    eyes = []
+    for corners, upper, lower, fold in (
+        (tp.RIGHT_EYE_CORNERS, tp.RIGHT_UPPER_LID, tp.RIGHT_LOWER_LID, tp.RIGHT_LID_FOLD),
+        (tp.LEFT_EYE_CORNERS, tp.LEFT_UPPER_LID, tp.LEFT_LOWER_LID, tp.LEFT_LID_FOLD),
+    ):
+        first, last = sorted(corners, key=lambda i: landmarks[i, 0])
+        upper_ids = (first, *upper, last)
+        lower_ids = (first, *lower, last)
+        points = landmarks[:, :2] * size
+        opening = float(np.clip(points[list(lower), 1] - points[list(upper), 1], 0, None).sum())
+        x0, y0 = points[list(upper_ids + lower_ids)].min(axis=0)
+        x1, y1 = points[list(upper_ids + lower_ids)].max(axis=0)
+        pad = 0.03 * size
+        window = (int(max(y0 - pad, 0)), int(min(y1 + pad, size)), int(max(x0 - pad, 0)), int(min(x1 + pad, size)))
+        # Lid skin: a little above the fold line (the crease itself is darker).
+        samples = []
+        for a in fold:
+            x = int(np.clip(points[a, 0], 0, size - 1))
+            y = int(np.clip(points[a, 1] - 0.012 * size, 0, size - 1))
+            samples.append(crop[y, x])
+        skin = np.median(np.array(samples, np.float32), axis=0)
+        eyes.append((upper_ids, lower_ids, torch.tensor(opening, **kw), window, torch.from_numpy(skin).to(**kw)))
+    return eyes
+
+
 def _skin_brightness(crop: np.ndarray, landmarks: np.ndarray) -> float:
     """Mean light of cheeks and nose bridge relative to a mid-tone face (clamped)."""
     size = crop.shape[0]
@@ -175,6 +204,7 @@ class MeshEncoder:
             rest_opening=torch.from_numpy(rest_opening).to(**kw),
             mouth_window=window,
             brightness=torch.tensor(_skin_brightness(crop, landmarks), **kw),
+            eyes=_eye_geometry(crop, landmarks, kw),
             box=box,
             photo=image if keep_photo else None,
             paste=PasteBack(image, box).to(self.device) if keep_photo else None,

@@ -284,7 +284,8 @@ class Trainer:
         model.eval()
         total = torch.zeros((), device=self.device)
         for _ in range(self.options.val_batches):
-            batch = self.val_bank.sample(self.per_rank_batch, generator, self.options.anchor_strategy)
+            # The global batch size, so that the curve does not depend on the number of processes.
+            batch = self.val_bank.sample(self.options.batch_size, generator, self.options.anchor_strategy)
             with self._autocast():
                 loss, _ = model.training_loss(batch.self_audio, batch.other_audio, batch.motion,
                                               batch.anchor, batch.anchor_keep, generator=generator)

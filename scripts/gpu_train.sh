@@ -5,12 +5,12 @@
 # stage copies what it produced to $OUT (at most 8 files).
 #
 #   bash scripts/gpu_train.sh data    # synthesise HOURS of conversations (resumes if cut off)
-#   bash scripts/gpu_train.sh train   # train for MINUTES, resuming from the last checkpoint;
+#   bash scripts/gpu_train.sh train   # train for MINUTES (+ ~1 min loading), resuming;
 #                                     # repeat until it reports "finished" (plateau or max steps)
 #   bash scripts/gpu_train.sh eval    # score the exported EMA weights on the test split
 #   bash scripts/gpu_train.sh all     # the three in a row (only if they fit one command)
 #
-# Settings (environment): HOURS=20 WORKERS=16 MINUTES=8 PRESET=small BATCH=64 MAX_STEPS=20000
+# Settings (environment): HOURS=20 WORKERS=16 MINUTES=7 PRESET=small BATCH=64 MAX_STEPS=20000
 # VAL_EVERY=250 NPROC=1 (GPUs, torchrun) EVAL_HOURS=0.25 EVAL_DEVICE=cuda ENGINES=(flite,espeak if espeak is
 # importable, else flite) EXTRA_TRAIN_ARGS (more `train generator` flags).
 set -euo pipefail
@@ -18,7 +18,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 stage="${1:-all}"
 : "${OUT:?set OUT to the folder whose files come back}"
-HOURS="${HOURS:-20}" WORKERS="${WORKERS:-16}" MINUTES="${MINUTES:-8}" PRESET="${PRESET:-small}"
+HOURS="${HOURS:-20}" WORKERS="${WORKERS:-16}" MINUTES="${MINUTES:-7}" PRESET="${PRESET:-small}"
 BATCH="${BATCH:-64}" MAX_STEPS="${MAX_STEPS:-20000}" VAL_EVERY="${VAL_EVERY:-250}" NPROC="${NPROC:-1}"
 EVAL_HOURS="${EVAL_HOURS:-0.25}"
 data="$repo/data/gpu"

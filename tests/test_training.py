@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 
 from dystream.cli import main as cli_main
 from dystream.config import SAMPLES_PER_FRAME
-from dystream.data.schema import read_shard
 from dystream.errors import InputError
 from dystream.motion import MOTION_DIM
 from dystream.training import ddp

@@ -294,3 +294,11 @@ def test_cli_bad_input_is_one_line_with_exit_2(dataset, tmp_path, capsys):
     assert "no such field" in capsys.readouterr().err
     assert _cli(dataset, tmp_path / "fresh", "--max-steps", "1", "--resume") == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_cli_max_minutes_stops_at_the_first_check_and_saves(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    assert _cli(dataset, run_dir, "--max-steps", "400", "--val-every", "100", "--max-minutes", "0") == 0
+    record = json.loads((run_dir / "training_record.json").read_text())
+    assert record["stopped_because"] == "max-minutes" and record["steps"] == 2  # the first log step
+    assert load_checkpoint(run_dir)["step"] == 2

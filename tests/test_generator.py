@@ -174,3 +174,12 @@ def test_weights_round_trip(tmp_path):
                           generate_motion(loaded, audio, None, anchor_frame()))
     with pytest.raises(DystreamError, match="not found"):
         load_generator(tmp_path / "missing.safetensors")
+
+
+def test_every_parameter_is_in_the_graph_even_when_nothing_is_dropped():
+    """DDP fails on parameters without gradient: null embeddings must join every step."""
+    model = tiny_generator(anchor_drop_prob=0.0, audio_drop_prob=0.0).train()
+    self_audio, other_audio, motion, anchor, _ = _batch(model)
+    loss, _ = model.training_loss(self_audio, other_audio, motion, anchor, torch.ones(2, dtype=torch.bool))
+    loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []

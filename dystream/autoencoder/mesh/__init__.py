@@ -55,5 +55,7 @@ class MeshAutoencoder:
         return self._frames(appearance, motion, paste)
 
     def _frames(self, appearance: MeshAppearance, motion: torch.Tensor, paste: bool) -> torch.Tensor:
+        if paste and appearance.paste is not None:
+            return appearance.paste.to_uint8(self.decoder.render(appearance, motion))
         out = self.decoder.render(appearance, motion, paste_back=paste)
         return out.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()

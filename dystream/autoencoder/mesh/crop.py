@@ -79,12 +79,26 @@ class PasteBack:
         self.alpha = self.alpha.to(device)
         return self
 
-    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
-        """crops [T, 3, S, S] float 0..255 -> photos [T, 3, H, W] float."""
+    def region(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops [T, 3, S, S] float -> the blended crop region of the photo [T, 3, h, w] float."""
         frames = crops.shape[0]
         region = F.grid_sample(crops, self.grid[None].expand(frames, -1, -1, -1),
                                mode="bilinear", padding_mode="border", align_corners=False)
-        out = self.photo[None].expand(frames, -1, -1, -1).clone()
-        under = out[:, :, self.y0:self.y1, self.x0:self.x1]
-        out[:, :, self.y0:self.y1, self.x0:self.x1] = under + self.alpha * (region - under)
+        under = self.photo[None, :, self.y0:self.y1, self.x0:self.x1]
+        return under + self.alpha * (region - under)
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops [T, 3, S, S] float 0..255 -> photos [T, 3, H, W] float."""
+        out = self.photo[None].expand(crops.shape[0], -1, -1, -1).clone()
+        out[:, :, self.y0:self.y1, self.x0:self.x1] = self.region(crops)
+        return out
+
+    def to_uint8(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops [T, 3, S, S] float -> photos [T, H, W, 3] uint8; only the crop region is
+        rounded and written, the rest is a byte copy of the photo (cheaper per frame)."""
+        if not hasattr(self, "_photo_bytes") or self._photo_bytes.device != crops.device:
+            self._photo_bytes = self.photo.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+        out = self._photo_bytes[None].expand(crops.shape[0], -1, -1, -1).clone()
+        region = self.region(crops).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        out[:, self.y0:self.y1, self.x0:self.x1] = region
         return out

@@ -115,19 +115,24 @@ def expression_amplitudes(app: MeshAppearance, motion: torch.Tensor, gains: torc
     return (motion[:, :NUM_EXPRESSION] - m0) * gains[:NUM_EXPRESSION].to(motion.device, motion.dtype)
 
 
-def warped_landmarks(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor,
-                     indices: list[int] | None = None) -> torch.Tensor:
-    """[T, N, 2] positions (crop units) of the mesh points ``indices`` (default all 468)."""
-    motion = motion.to(app.landmarks.device, app.landmarks.dtype)
-    indices = list(range(tp.NUM_MESH_POINTS)) if indices is None else list(indices)
+def _place(app: MeshAppearance, indices: list[int], amplitude: torch.Tensor, linear: torch.Tensor,
+           shift: torch.Tensor) -> torch.Tensor:
     rest = app.landmarks[indices]                                       # [N, 3]
-    amplitude = expression_amplitudes(app, motion, gains)
     moved = torch.einsum("tk,knc->tnc", amplitude, app.basis[:, indices])
-    linear, shift = pose_terms(app, motion, gains)
     relative = rest - app.centre
     xy = (relative[None, :, :2] + moved) @ linear[:, :, :2].transpose(-1, -2) \
         + relative[None, :, 2:] * linear[:, None, :, 2]
     return app.centre[:2] + xy + shift[:, None]
+
+
+def warped_landmarks(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor,
+                     indices: list[int] | tuple[int, ...] | None = None) -> torch.Tensor:
+    """[T, N, 2] positions (crop units) of the mesh points ``indices`` (default all 468)."""
+    motion = motion.to(app.landmarks.device, app.landmarks.dtype)
+    indices = list(range(tp.NUM_MESH_POINTS)) if indices is None else list(indices)
+    amplitude = expression_amplitudes(app, motion, gains)
+    linear, shift = pose_terms(app, motion, gains)
+    return _place(app, indices, amplitude, linear, shift)
 
 
 class MeshDecoder:
@@ -156,11 +161,11 @@ class MeshDecoder:
         grid = backward_map(field, size)
         image = app.image[None].expand(frames, -1, -1, -1)
         out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        lips = warped_landmarks(app, motion, self.gains, tp.UPPER_LIP_INNER + tp.LOWER_LIP_INNER) * size
+        lips = _place(app, list(tp.UPPER_LIP_INNER + tp.LOWER_LIP_INNER), amplitude, linear, shift) * size
         upper, lower = lips[:, : len(tp.UPPER_LIP_INNER)], lips[:, len(tp.UPPER_LIP_INNER):]
         out = composite_mouth(out, upper, lower, app.rest_opening, app.mouth_window, app.brightness)
         for upper_ids, lower_ids, rest, window, skin in app.eyes:
-            lids = warped_landmarks(app, motion, self.gains, upper_ids + lower_ids) * size
+            lids = _place(app, list(upper_ids + lower_ids), amplitude, linear, shift) * size
             out = composite_lid(out, lids[:, : len(upper_ids)], lids[:, len(upper_ids):], rest, window, skin)
         if paste_back:
             if app.paste is None:

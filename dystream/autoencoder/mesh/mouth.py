@@ -43,26 +43,28 @@ def composite_mouth(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tens
     if row1 <= row0 or col1 <= col0:
         return frames
     dev, dt = frames.device, frames.dtype
-    rows = torch.arange(row0, row1, device=dev, dtype=dt) + 0.5
-    cols = torch.arange(col0, col1, device=dev, dtype=dt) + 0.5
-    py, px = torch.meshgrid(rows, cols, indexing="ij")
-    pixels = torch.stack([px.ravel(), py.ravel()], -1)             # [P, 2]
     right, left = upper[:, 0], upper[:, -1]                         # corners
     axis = left - right
     width = axis.norm(dim=-1, keepdim=True).clamp_min(1.0)          # [T, 1]
     e_u = axis / width
     e_v = torch.stack([-e_u[:, 1], e_u[:, 0]], -1)
-    rel = pixels[None] - right[:, None]                              # [T, P, 2]
-    u = (rel * e_u[:, None]).sum(-1) / width                        # 0 .. 1 corner to corner
-    v = (rel * e_v[:, None]).sum(-1)                                # pixels across
     up_rel, lo_rel = upper - right[:, None], lower - right[:, None]
     up_u = (up_rel * e_u[:, None]).sum(-1) / width
     up_v = (up_rel * e_v[:, None]).sum(-1)
     lo_u = (lo_rel * e_u[:, None]).sum(-1) / width
     lo_v = (lo_rel * e_v[:, None]).sum(-1)
+    extra = (lo_v - up_v) - rest_opening[None]                      # [T, K] how much wider than the photo
+    if not bool((extra > 0).any()):                                 # lips no further apart than in the photo
+        return frames
+    rows = torch.arange(row0, row1, device=dev, dtype=dt) + 0.5
+    cols = torch.arange(col0, col1, device=dev, dtype=dt) + 0.5
+    py, px = torch.meshgrid(rows, cols, indexing="ij")
+    pixels = torch.stack([px.ravel(), py.ravel()], -1)             # [P, 2]
+    rel = pixels[None] - right[:, None]                              # [T, P, 2]
+    u = (rel * e_u[:, None]).sum(-1) / width                        # 0 .. 1 corner to corner
+    v = (rel * e_v[:, None]).sum(-1)                                # pixels across
     v_up = _interp(u, up_u, up_v)
     v_lo = _interp(u, lo_u, lo_v)
-    extra = (lo_v - up_v) - rest_opening[None]                      # [T, K] how much wider than the photo
     extra_at = _interp(u, up_u, extra)
     inside = ((v - v_up) + 0.5).clamp(0, 1) * ((v_lo - v) + 0.5).clamp(0, 1)
     inside = inside * (u * width).clamp(0, 1) * ((1 - u) * width).clamp(0, 1)

@@ -105,5 +105,5 @@ def euler_sample(denoise_fn, noise: torch.Tensor, sigmas: torch.Tensor) -> torch
     ratios = sigmas[1:] / sigmas[:-1]
     for i in range(sigmas.shape[0] - 1):
         x0_hat = denoise_fn(x, i)
-        x = x0_hat + ratios[i] * (x - x0_hat)
+        x = torch.lerp(x0_hat, x, ratios[i])
     return x

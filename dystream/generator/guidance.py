@@ -46,15 +46,17 @@ class GuidancePlan:
         return keeps[:, 0], keeps[:, 1], keeps[:, 2]
 
     def weight_tensor(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        return torch.tensor(self.weights, device=device, dtype=dtype)
+        """Coefficients c [n] with guided x0 = sum_i c_i x0_i: the base "none" gets 1 - sum(w)."""
+        coefficients = list(self.weights)
+        if self.size > 1:
+            coefficients[0] = 1.0 - sum(self.weights[1:])
+        return torch.tensor(coefficients, device=device, dtype=dtype)
 
-    def combine(self, x0: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x0 [n, ...] per branch -> guided x0 [...]; weights [n] from ``weight_tensor``."""
+    def combine(self, x0: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """x0 [n, D] per branch -> guided x0 [D] (one small matmul); coefficients from ``weight_tensor``."""
         if self.size == 1:
             return x0[0]
-        base = x0[:1]
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        return x0[0] + (weights[1:].view(shape) * (x0[1:] - base)).sum(dim=0)
+        return coefficients @ x0
 
 
 def plan_guidance(weights: dict[str, float] | None = None) -> GuidancePlan:

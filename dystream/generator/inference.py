@@ -68,7 +68,7 @@ class Rollout:
 
         def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
             x0 = model.head.denoise(x.expand(n, -1), cond_mod, self.time_mod[i], (out_shift[i], out_scale[i]))
-            return self.plan.combine(x0, self.weights)[None]
+            return self.plan.combine(x0, self.weights).view(1, -1)
 
         sample = euler_sample(denoise, noise, self.sigmas)  # [1, D] normalised
         self.previous = sample[:, None]

@@ -74,7 +74,7 @@ def test_absent_default_weights_say_how_to_get_them(files, tmp_path, capsys):
 def test_wrong_lookahead_is_refused(files, tmp_path, capsys):
     d, weights = files
     assert _generate(d, weights, "--lookahead-ms", "20", "-o", str(tmp_path / "o.mp4")) == 2
-    assert "trained with a 60 ms lookahead" in capsys.readouterr().err
+    assert "trained with a 60 ms / 60 ms lookahead" in capsys.readouterr().err
 
 
 @needs_face

@@ -70,9 +70,11 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
         raise InputError(f"--steps must be at least 1, got {steps}")
     started = time.perf_counter()
     model = load_generator(weights, device)
-    if lookahead_ms is not None and lookahead_ms != model.cfg.self_lookahead_ms:
+    trained = {model.cfg.self_lookahead_ms, model.cfg.other_lookahead_ms}
+    if lookahead_ms is not None and trained != {lookahead_ms}:
+        shown = " / ".join(f"{ms} ms" for ms in (model.cfg.self_lookahead_ms, model.cfg.other_lookahead_ms))
         raise InputError(
-            f"these weights were trained with a {model.cfg.self_lookahead_ms} ms lookahead, not {lookahead_ms} ms; "
+            f"these weights were trained with a {shown} lookahead (self / other), not {lookahead_ms} ms; "
             "lookahead is built into the audio encoders, so use weights trained for it "
             "(`dystream train generator --lookahead-ms ...`)"
         )

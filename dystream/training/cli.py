@@ -204,7 +204,9 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
 
     torch.manual_seed(args.seed)  # initial weights follow --seed (DDP copies rank 0's to the others)
     model, cfg = factory.build(preset_name, overrides, lookahead_ms)
-    window_frames = int(cfg.window)  # the sliding attention window is the training window
+    # training_loss predicts frames 1..T-1 of a window from their predecessors, so T = W + 1
+    # trains every attention span the W-frame sliding window can hold at inference.
+    window_frames = int(cfg.window) + 1
     num_params = sum(p.numel() for p in model.parameters())
     log.info("generator preset %s: %.2fM parameters, window %d frames", preset_name, num_params / 1e6, window_frames)
 

@@ -2,7 +2,7 @@
 # Source this on a lent GPU machine (no internet, no Debian TTS) to make the data
 # engine's dependencies usable there from what was carried in .carry/:
 #   .carry/debs/*.deb    flite + libflite1 + libasound2, unpacked into a private prefix
-#   .carry/wheels/*.whl  cp312 wheels for soundfile, soxr (+ cffi)
+#   .carry/wheels/*.whl  cp312 wheels for soundfile, soxr (+ cffi), espeakng-loader
 # Usage:  source scripts/device_setup.sh
 set -e
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +12,6 @@ for deb in "$here"/.carry/debs/*.deb; do dpkg -x "$deb" "$prefix"; done
 export DYSTREAM_FLITE="$prefix/usr/bin/flite"
 export DYSTREAM_FLITE_LIB="$prefix/usr/lib/x86_64-linux-gnu"
 export LD_LIBRARY_PATH="$DYSTREAM_FLITE_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-python3 -m pip install -q --no-index --find-links "$here/.carry/wheels" soundfile soxr 2>&1 | grep -v "^WARNING" || true
+python3 -m pip install -q --no-index --find-links "$here/.carry/wheels" soundfile soxr espeakng-loader 2>&1 | grep -v "^WARNING" || true
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 set +e

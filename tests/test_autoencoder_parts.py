@@ -16,7 +16,7 @@ from dystream.autoencoder.mesh.crop import CropBox, PasteBack, cut
 from dystream.autoencoder.mesh.encoder import as_rgb_uint8
 from dystream.autoencoder.mesh.mouth import composite_mouth
 from dystream.autoencoder.mesh.pose import angles_from_transform, rotation_matrix
-from dystream.autoencoder.mesh.warp import backward_map, border_anchors, coarse_grid, spline_to_grid
+from dystream.autoencoder.mesh.warp import backward_map, border_anchors, coarse_grid, spline_fields, spline_to_grid
 from dystream.errors import InputError, MissingDependencyError
 
 
@@ -28,6 +28,7 @@ def _ring(count: int = 40, radius: float = 0.4) -> np.ndarray:
 def test_spline_reproduces_control_displacements_and_keeps_border_still():
     control = _ring()
     matrix = spline_to_grid(control, size=32)
+    assert np.allclose(spline_fields(control, np.ones((len(control), 1)), size=32)[:, 0], matrix.sum(1), atol=1e-5)
     grid = coarse_grid(32)
     shift = np.tile([[0.05, -0.02]], (len(control), 1))
     field = matrix @ shift

@@ -19,7 +19,7 @@ from dystream.autoencoder.mesh.crop import MIN_FACE_PIXELS, CROP_SCALE, CropBox,
 from dystream.autoencoder.mesh.decoder import MeshAppearance
 from dystream.autoencoder.mesh.landmarker import FaceLandmarker, FaceReading
 from dystream.autoencoder.mesh.pose import angles_from_transform
-from dystream.autoencoder.mesh.warp import spline_to_grid
+from dystream.autoencoder.mesh.warp import spline_fields
 from dystream.errors import InputError
 from dystream.motion import EXPRESSION_NAMES, INDEX, MOTION_DIM, REST
 
@@ -186,10 +186,16 @@ class MeshEncoder:
         ring = oval.copy()
         ring[:, :2] = np.clip(centre[:2] + HEAD_RING_SCALE * (oval[:, :2] - centre[:2]), 0.02, 0.98)
         points = np.concatenate([mesh, ring])
-        spline = spline_to_grid(points[:, :2] * 2 - 1)
-        grid_cells = spline.shape[0]
-        expression_fields = (spline[:, : tp.NUM_MESH_POINTS] @ basis.transpose(1, 0, 2).reshape(tp.NUM_MESH_POINTS, -1))
-        expression_fields = expression_fields.reshape(grid_cells, len(basis), 2).transpose(1, 0, 2)
+        # Every field the decoder combines: one per basis field (x, y), one per coordinate
+        # offset from the centre, and one for a unit shift of all control points.
+        count, mesh_count = len(points), tp.NUM_MESH_POINTS
+        values = np.zeros((count, len(basis) * 2 + 3 + 1))
+        values[:mesh_count, : len(basis) * 2] = basis.transpose(1, 0, 2).reshape(mesh_count, -1)
+        values[:, len(basis) * 2: len(basis) * 2 + 3] = points - centre
+        values[:, -1] = 1.0
+        fields = spline_fields(points[:, :2] * 2 - 1, values)
+        grid_cells = fields.shape[0]
+        expression_fields = fields[:, : len(basis) * 2].reshape(grid_cells, len(basis), 2).transpose(1, 0, 2)
         rest_opening, window = _mouth_geometry(landmarks, size)
         kw = dict(device=self.device, dtype=self.dtype)
         appearance = MeshAppearance(
@@ -198,8 +204,8 @@ class MeshEncoder:
             m0=m0,
             basis=torch.from_numpy(basis).to(**kw),
             expression_fields=torch.from_numpy(np.ascontiguousarray(expression_fields)).to(**kw),
-            coordinate_fields=torch.from_numpy(spline @ (points - centre)).to(**kw),
-            constant_field=torch.from_numpy(spline.sum(axis=1)).to(**kw),
+            coordinate_fields=torch.from_numpy(np.ascontiguousarray(fields[:, -4:-1])).to(**kw),
+            constant_field=torch.from_numpy(np.ascontiguousarray(fields[:, -1])).to(**kw),
             centre=torch.from_numpy(centre).to(**kw),
             rest_opening=torch.from_numpy(rest_opening).to(**kw),
             mouth_window=window,

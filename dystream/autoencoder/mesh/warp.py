@@ -39,9 +39,11 @@ def coarse_grid(size: int = COARSE_GRID) -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], 1)
 
 
-def spline_to_grid(control: np.ndarray, size: int = COARSE_GRID) -> np.ndarray:
-    """[size*size, N] float32: maps displacements of the N ``control`` points
-    (grid_sample units) to the coarse displacement field; border anchors are fixed."""
+def spline_fields(control: np.ndarray, values: np.ndarray, size: int = COARSE_GRID) -> np.ndarray:
+    """Thin-plate spline through ``values`` [N, C] at the ``control`` points (grid_sample
+    units) and zero at the fixed border anchors, evaluated on the coarse grid:
+    [size*size, C] float32. Being linear in the values, it is computed once per photo
+    for every field the decoder combines per frame."""
     anchors = border_anchors()
     points = np.concatenate([control, anchors]).astype(np.float64)
     n = len(points)
@@ -51,13 +53,18 @@ def spline_to_grid(control: np.ndarray, size: int = COARSE_GRID) -> np.ndarray:
     system[:n, n + 1:] = points
     system[n, :n] = 1
     system[n + 1:, :n] = points.T
+    rhs = np.zeros((n + 3, values.shape[1]))
+    rhs[: len(control)] = values
+    coefficients = np.linalg.solve(system, rhs)
     grid = coarse_grid(size)
     evaluate = np.concatenate([_tps_kernel(grid, points), np.ones((len(grid), 1)), grid], 1)
-    # Solve for the (N+3) x N map from control displacements to spline coefficients.
-    rhs = np.zeros((n + 3, len(control)))
-    rhs[: len(control), : len(control)] = np.eye(len(control))
-    coefficients = np.linalg.solve(system, rhs)
     return (evaluate @ coefficients).astype(np.float32)
+
+
+def spline_to_grid(control: np.ndarray, size: int = COARSE_GRID) -> np.ndarray:
+    """[size*size, N]: the full map from control-point values to the coarse field
+    (for inspection and tests; the decoder uses :func:`spline_fields`)."""
+    return spline_fields(control, np.eye(len(control)), size)
 
 
 def backward_map(forward: torch.Tensor, output_size: int, steps: int = INVERSION_STEPS) -> torch.Tensor:

@@ -76,3 +76,15 @@ def test_unknown_espeak_voice_is_an_input_error():
 
     with pytest.raises(InputError, match="no voice"):
         synthesize("espeak:xx-nowhere+m1", ["Hello."])
+
+
+@pytest.mark.tts
+@needs_espeak
+def test_every_espeak_voice_of_the_splits_speaks():
+    from dystream.data.tts import espeak
+    from dystream.data.voices import ESPEAK_SPLITS
+
+    for voices in ESPEAK_SPLITS.values():
+        for voice in voices:
+            utterances = espeak.synthesize(voice.split(":", 1)[1], ["Good morning to you."])
+            assert len(utterances) == 1 and utterances[0].audio.size > 0, voice

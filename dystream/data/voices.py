@@ -25,7 +25,7 @@ FLITE_SPLITS = {
 # espeak-ng language (accent) + variant (speaker: formants, pitch, voice quality)
 ESPEAK_SPLITS = {
     "train": ["espeak:en-us+m1", "espeak:en+f2", "espeak:en-us-nyc+m3",
-              "espeak:en-us+f5", "espeak:en-gb+m2", "espeak:en-us+m6", "espeak:en+f1"],
+              "espeak:en-us+f5", "espeak:en-gb-x-gbcwmd+m2", "espeak:en-us+m6", "espeak:en+f1"],
     "val": ["espeak:en-gb-scotland+f4"],
     "test": ["espeak:en-gb-x-rp+f3", "espeak:en-029+m7"],
 }

@@ -23,6 +23,8 @@ from dystream.metrics import events as ev
 from dystream.motion import MOTION_DIM, idx
 
 Predictor = Callable[[Conversation, int, int], np.ndarray]
+# A predictor may also have ``predict_batch(items: list[(conversation, party, seed)])
+# -> list[motion]`` and ``batch_items`` (how many items it wants per call): see evaluate_many.
 
 # Conversations at least this long count for the drift measurement.
 LONG_CONVERSATION_S = 300.0
@@ -169,6 +171,11 @@ def evaluate_many(conversations: Iterable[Conversation], predictors: dict[str, P
                   progress: Callable[[Conversation], None] | None = None) -> dict[str, Any]:
     """One pass over ``conversations`` scoring every predictor (and the ground truth).
 
+    A predictor with a ``predict_batch(items) -> list[motion]`` method (items are
+    (conversation, party, seed)) and a ``batch_items`` count is handed groups of at
+    least that many items at once (whole conversations); the scores are the same as
+    calling it item by item.
+
     Returns ``{"ground_truth": {...}, name: {...} for each predictor, "data": {...}}``;
     each predictor's entry holds ``scores`` (mean over seeds), ``per_seed``,
     ``vs_ground_truth`` (ratios, differences and the pass/fail ``checks``).
@@ -180,30 +187,55 @@ def evaluate_many(conversations: Iterable[Conversation], predictors: dict[str, P
     seconds = 0.0
     count = 0
     labelled_nods = detected_labelled = 0
+    # Batched predictors (``predict_batch``) see the (conversation, party, seed) items of a
+    # group of conversations at once; the group is scored in the same order as one by one.
+    group_items = max([getattr(p, "batch_items", 1) for p in predictors.values()], default=1)
+    pending: list[Conversation] = []
+
+    def score(group: list[Conversation]) -> None:
+        nonlocal labelled_nods, detected_labelled
+        items = [(conv, party, seed) for conv in group for party in parties for seed in seeds]
+        keys = [(c, party, seed) for c in range(len(group)) for party in parties for seed in seeds]
+        batched = {}
+        for name, predictor in predictors.items():
+            if hasattr(predictor, "predict_batch"):
+                motions = list(predictor.predict_batch(items))
+                if len(motions) != len(items):
+                    raise InputError(f"predictor {name!r} returned {len(motions)} motions for {len(items)} items")
+                batched[name] = dict(zip(keys, motions))
+        for c, conv in enumerate(group):
+            for party in parties:
+                speaking = conv.speaking(party)
+                gt = conv.motion[party]
+                reference.add(conv, party, gt, speaking)
+                # How many of the engine's own listening nods the detector finds.
+                labelled = [t for t, _ in conv.labels[party].nods
+                            if 0 <= int(t * FRAMES_PER_SECOND) < len(speaking)
+                            and not speaking[int(t * FRAMES_PER_SECOND)]]
+                found = ev.detect_nods(gt)[:, 0]
+                labelled_nods += len(labelled)
+                detected_labelled += sum(bool(np.any(np.abs(found - t) <= 0.1)) for t in labelled)
+                for name, predictor in predictors.items():
+                    for seed in seeds:
+                        raw = batched[name][(c, party, seed)] if name in batched else predictor(conv, party, seed)
+                        motion = _fit(raw, conv.num_frames, name)
+                        tallies[name][seed].add(conv, party, motion, speaking)
+            if progress is not None:
+                progress(conv)
+
     for conv in conversations:
         if max_hours is not None and count and seconds >= max_hours * 3600.0:
             break
         if conv.audio.shape[1] == 0:
             raise InputError(f"conversation {conv.id} has no audio: read shards with with_audio=True")
-        for party in parties:
-            speaking = conv.speaking(party)
-            gt = conv.motion[party]
-            reference.add(conv, party, gt, speaking)
-            # How many of the engine's own listening nods the detector finds.
-            labelled = [t for t, _ in conv.labels[party].nods
-                        if 0 <= int(t * FRAMES_PER_SECOND) < len(speaking)
-                        and not speaking[int(t * FRAMES_PER_SECOND)]]
-            found = ev.detect_nods(gt)[:, 0]
-            labelled_nods += len(labelled)
-            detected_labelled += sum(bool(np.any(np.abs(found - t) <= 0.1)) for t in labelled)
-            for name, predictor in predictors.items():
-                for seed in seeds:
-                    motion = _fit(predictor(conv, party, seed), conv.num_frames, name)
-                    tallies[name][seed].add(conv, party, motion, speaking)
+        pending.append(conv)
         seconds += conv.duration
         count += 1
-        if progress is not None:
-            progress(conv)
+        if len(pending) * len(parties) * len(seeds) >= group_items:
+            score(pending)
+            pending = []
+    if pending:
+        score(pending)
     if count == 0:
         raise InputError("no conversations to evaluate: is the split empty?")
     ref_scores = reference.scores()

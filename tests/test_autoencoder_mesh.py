@@ -124,14 +124,13 @@ def test_expressions_change_the_right_places_and_read_back(autoencoder, encoded)
 
 
 def test_sweep_cycle_consistency_of_calibrated_channels(autoencoder, encoded):
-    """Calibrated channels that meet the issue's MAE target over a 3-step sweep do so;
-    yaw is held to its documented, weaker bound (it reads back at ~0.65x, see docs)."""
+    """Calibrated channels that meet the issue's MAE target over a sweep do so."""
     from dystream.autoencoder.mesh.calibration import errors, read_back, sweep_motions
 
     appearance, m0 = encoded
     for name, limit in (("mouthSmileLeft", 0.15), ("mouthUpperUpRight", 0.15), ("pitch", 3.0), ("roll", 3.0),
-                        ("yaw", 6.0)):
-        asked = sweep_motions(m0, name, steps=3)
+                        ("yaw", 3.0)):
+        asked = sweep_motions(m0, name, steps=5)
         mae = errors(asked, read_back(autoencoder, appearance, asked))[name]
         assert mae <= limit, (name, mae)
 

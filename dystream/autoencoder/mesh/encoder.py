@@ -27,6 +27,7 @@ from dystream.motion import EXPRESSION_NAMES, INDEX, MOTION_DIM, REST
 # log_scale is measured against it, so a freshly cropped face reads about 0.
 NOMINAL_RADIUS = 0.205
 HEAD_RING_SCALE = 1.3    # ring of head control points, relative to the face oval
+RING_FOLLOW = 0.6        # share of the oval's expression displacement the ring takes
 
 
 def as_rgb_uint8(image: np.ndarray, *, source: str = "image") -> np.ndarray:
@@ -191,6 +192,9 @@ class MeshEncoder:
         count, mesh_count = len(points), tp.NUM_MESH_POINTS
         values = np.zeros((count, len(basis) * 2 + 3 + 1))
         values[:mesh_count, : len(basis) * 2] = basis.transpose(1, 0, 2).reshape(mesh_count, -1)
+        # The ring follows its face-oval partner's expression moves in part (a dropping
+        # chin pulls the neck below it along instead of crushing the skin in between).
+        values[mesh_count:, : len(basis) * 2] = RING_FOLLOW * values[list(tp.FACE_OVAL), : len(basis) * 2]
         values[:, len(basis) * 2: len(basis) * 2 + 3] = points - centre
         values[:, -1] = 1.0
         fields = spline_fields(points[:, :2] * 2 - 1, values)

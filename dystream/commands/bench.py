@@ -1,8 +1,10 @@
 """``dystream bench generator``: time one streaming frame of the generator.
 
 A frame = both audio encoders' incremental step + the transformer step + every
-sampler step for every guidance branch, batch 1, synchronised, after warm-up.
-Weights are random (speed does not depend on them).
+sampler step for every guidance branch, for ``--batch`` sessions at once (1 by
+default), synchronised, after warm-up. On CUDA the frame is also timed as one
+CUDA-graph replay and checked against the eager path. Weights are random (speed
+does not depend on them).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--threads", type=int, default=1,
                      help="CPU threads for torch (1 is fastest for batch-1 steps on a small CPU)")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    gen.add_argument("--batch", type=int, default=1, help="sessions stepped together in one frame step")
+    gen.add_argument("--no-graphs", action="store_true",
+                     help="skip the CUDA-graph timing (also: DYSTREAM_CUDA_GRAPHS=0)")
     gen.set_defaults(func=run_generator)
     exact = sub.add_parser("streaming", help="streaming == offline: max motion difference over random chunkings")
     exact.add_argument("--preset", default="small", help="generator size preset (random weights) ...")
@@ -45,32 +50,62 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _summary(ms) -> dict:
+    import numpy as np
+
+    ms = np.asarray(ms, dtype=np.float64)
+    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "max_ms": float(ms.max())}
+
+
 def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, steps=5, threads=1,
-                    dtype="float32") -> dict:
-    """Per-frame times in ms (median, p95, ...) of the streaming generator step."""
+                    dtype="float32", batch=1, graphs=True, compare_frames=200) -> dict:
+    """Per-frame times in ms (median, p95, ...) of the streaming generator step for ``batch`` sessions.
+
+    ``eager``: both encoders' ``step`` + ``Rollout.step`` (what a streaming session runs).
+    ``graphed`` (CUDA only, unless ``graphs`` is False or DYSTREAM_CUDA_GRAPHS=0): the same
+    frame as one CUDA-graph replay; ``graph_max_abs_diff`` is its largest motion difference
+    from the eager path over ``compare_frames`` frames of the same random audio.
+    """
     import numpy as np
     import torch
 
     from dystream.generator.config import preset
+    from dystream.generator.graphs import graphs_enabled
     from dystream.generator.inference import Rollout
     from dystream.generator.model import Generator
     from dystream.motion import REST
 
     if frames < 1:
         raise InputError("--frames must be >= 1")
-    if threads > 0 and torch.device(device).type == "cpu":
-        torch.set_num_threads(threads)
+    if batch < 1:
+        raise InputError("--batch must be >= 1")
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda, but torch sees no CUDA device here; use --device cpu")
+    if threads > 0 and device.type == "cpu":
+        torch.set_num_threads(threads)
+    torch_dtype = getattr(torch, dtype)
     torch.manual_seed(0)
-    model = Generator(preset(preset_name)).to(device=device, dtype=getattr(torch, dtype)).eval()
+    model = Generator(preset(preset_name)).to(device=device, dtype=torch_dtype).eval()
     counts = model.parameter_counts()
     enc_s, enc_o = model.self_encoder, model.other_encoder
-    audio = torch.randn(1, enc_s.step_samples + enc_o.step_samples, device=device, dtype=getattr(torch, dtype)) * 0.1
-    a_s, a_o = audio[:, : enc_s.step_samples], audio[:, enc_s.step_samples:]
+    anchors, seeds = np.repeat(REST[None], batch, axis=0), list(range(batch))
+    # New 640 samples per stream and frame (the encoders read their whole step window).
+    a_s = torch.randn(batch, enc_s.step_samples, device=device, dtype=torch_dtype) * 0.1
+    a_o = torch.randn(batch, enc_o.step_samples, device=device, dtype=torch_dtype) * 0.1
+    result = {
+        "preset": preset_name, "device": str(device), "dtype": dtype, "threads": torch.get_num_threads(),
+        "frames": frames, "steps": steps, "batch": batch, "parameters": counts,
+        "torch": torch.__version__,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        (platform.processor() or platform.machine()),
+        "graphed": None, "graph_note": "", "graph_max_abs_diff": None,
+    }
     total, encode_ms, cpu_ms = [], [], []
     with torch.inference_mode():
-        rollout = Rollout(model, REST, steps=steps, seed=0)
-        st_s, st_o = enc_s.initial_state(1, device, a_s.dtype), enc_o.initial_state(1, device, a_o.dtype)
+        rollout = Rollout(model, anchors, steps=steps, seed=seeds)
+        result["branches"] = rollout.plan.size
+        st_s, st_o = enc_s.initial_state(batch, device, torch_dtype), enc_o.initial_state(batch, device, torch_dtype)
         for i in range(warmup + frames):
             _sync(device)
             c0 = time.thread_time()
@@ -87,34 +122,98 @@ def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, st
                 cpu_ms.append((c2 - c0) * 1e3)
                 total.append((t2 - t0) * 1e3)
                 encode_ms.append((t1 - t0) * 1e3)
-    total, encode_ms, cpu_ms = np.array(total), np.array(encode_ms), np.array(cpu_ms)
-    return {
-        "preset": preset_name, "device": str(device), "dtype": dtype, "threads": torch.get_num_threads(),
-        "frames": frames, "steps": steps, "branches": rollout.plan.size, "parameters": counts,
-        "median_ms": float(np.median(total)), "p95_ms": float(np.percentile(total, 95)),
-        "max_ms": float(total.max()),
-        # CPU time of this thread: what the frame costs when no other process shares the core.
-        "cpu_median_ms": float(np.median(cpu_ms)), "cpu_p95_ms": float(np.percentile(cpu_ms, 95)), "encoders_median_ms": float(np.median(encode_ms)),
-        "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}",
-    }
+        eager = _summary(total)
+        eager.update({"cpu_median_ms": float(np.median(cpu_ms)), "cpu_p95_ms": float(np.percentile(cpu_ms, 95)),
+                      "encoders_median_ms": float(np.median(encode_ms))})
+        result["eager"] = eager
+
+        if device.type != "cuda":
+            result["graph_note"] = "CUDA graphs are for GPUs; the CPU runs eager"
+        elif not graphs or not graphs_enabled():
+            result["graph_note"] = "CUDA graphs switched off (--no-graphs or DYSTREAM_CUDA_GRAPHS=0)"
+        else:
+            result.update(_bench_graphed(model, anchors, seeds, steps, a_s, a_o, frames, warmup, compare_frames))
+    return result
+
+
+def _bench_graphed(model, anchors, seeds, steps, a_s, a_o, frames, warmup, compare_frames) -> dict:
+    """Time the CUDA-graphed frame and compare its motion with the eager path's."""
+    import torch
+
+    from dystream.generator.graphs import frame_step
+    from dystream.generator.inference import Rollout
+
+    device = a_s.device
+    try:
+        step, graphed = frame_step(model, anchors, seeds, steps=steps, graphs=True)
+    except Exception as exc:  # never lose the eager numbers to a graph problem
+        return {"graph_note": f"graphed step failed to build: {type(exc).__name__}: {exc}"}
+    if not graphed:
+        return {"graph_note": "CUDA graph capture failed (warning above); graphed timing skipped"}
+    step.self_audio.copy_(a_s)
+    step.other_audio.copy_(a_o)
+    times = []
+    for i in range(warmup + frames):
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    out = {"graphed": _summary(times)}
+
+    # Same function? Eager reference (encoders' step + Rollout.step) vs graph replays, fresh state,
+    # new random audio every frame.
+    step.reset()
+    enc_s, enc_o = model.self_encoder, model.other_encoder
+    batch = a_s.shape[0]
+    rollout = Rollout(model, anchors, steps=steps, seed=seeds)
+    st_s = enc_s.initial_state(batch, device, a_s.dtype)
+    st_o = enc_o.initial_state(batch, device, a_o.dtype)
+    g = torch.Generator(device=device).manual_seed(1)
+    worst = 0.0
+    for _ in range(compare_frames):
+        s = 0.1 * torch.randn(a_s.shape, device=device, generator=g, dtype=torch.float32).to(a_s.dtype)
+        o = 0.1 * torch.randn(a_o.shape, device=device, generator=g, dtype=torch.float32).to(a_o.dtype)
+        f_s, st_s = enc_s.step(s, st_s)
+        f_o, st_o = enc_o.step(o, st_o)
+        reference = rollout.step(f_s[:, 0], f_o[:, 0])
+        step.self_audio.copy_(s)
+        step.other_audio.copy_(o)
+        worst = max(worst, float((step() - reference).abs().max()))
+    out["graph_max_abs_diff"] = worst
+    out["compare_frames"] = compare_frames
+    return out
 
 
 def run_generator(args) -> int:
-    r = bench_generator(args.preset, args.device, args.frames, args.warmup, args.steps, args.threads, args.dtype)
-    print(f"generator preset {r['preset']} on {r['device']} ({r['machine']}), {r['dtype']}, "
-          f"{r['threads']} thread(s)")
+    r = bench_generator(args.preset, args.device, args.frames, args.warmup, args.steps, args.threads, args.dtype,
+                        batch=args.batch, graphs=not args.no_graphs)
+    print(f"generator preset {r['preset']} on {r['device']} ({r['device_name']}), torch {r['torch']}, "
+          f"{r['dtype']}, {r['threads']} CPU thread(s)")
     for name, n in r["parameters"].items():
         print(f"  parameters  {name:<15} {n / 1e6:8.2f} M")
-    print(f"  per frame: 2 encoder steps + transformer step + {r['steps']} sampler steps x "
-          f"{r['branches']} guidance branches, batch 1, {r['frames']} frames after warm-up")
-    print(f"  {'median':>8} {'p95':>8} {'max':>8}   (ms per frame; encoders alone median "
-          f"{r['encoders_median_ms']:.2f} ms)")
-    print(f"  {r['median_ms']:8.2f} {r['p95_ms']:8.2f} {r['max_ms']:8.2f}   wall clock")
-    print(f"  {r['cpu_median_ms']:8.2f} {r['cpu_p95_ms']:8.2f} {'':>8}   CPU time of the thread "
-          "(excludes time other processes held the core)")
+    print(f"  per frame: 2 encoder steps (640 new samples per stream) + transformer step + {r['steps']} sampler "
+          f"steps x {r['branches']} guidance branches, batch {r['batch']} session(s), synchronised, "
+          f"{r['frames']} frames after warm-up")
+    e = r["eager"]
+    print(f"  {'':<8} {'median':>8} {'p95':>8} {'max':>8}   ms per frame   frames/s at batch {r['batch']}")
+    print(f"  {'eager':<8} {e['median_ms']:8.2f} {e['p95_ms']:8.2f} {e['max_ms']:8.2f}   wall clock     "
+          f"{r['batch'] * 1000 / e['median_ms']:10.0f}   (encoders alone median {e['encoders_median_ms']:.2f} ms)")
+    if r["device"] == "cpu" or r["device"].startswith("cpu"):
+        print(f"  {'':<8} {e['cpu_median_ms']:8.2f} {e['cpu_p95_ms']:8.2f} {'':>8}   CPU time of the thread "
+              "(excludes time other processes held the core)")
+    g = r["graphed"]
+    if g is not None:
+        print(f"  {'graphed':<8} {g['median_ms']:8.2f} {g['p95_ms']:8.2f} {g['max_ms']:8.2f}   wall clock     "
+              f"{r['batch'] * 1000 / g['median_ms']:10.0f}   (CUDA graph, one replay per frame)")
+        print(f"  graph vs eager: max |motion difference| over {r['compare_frames']} frames = "
+              f"{r['graph_max_abs_diff']:.2e}")
+    if r["graph_note"]:
+        print(f"  note: {r['graph_note']}")
     budget = 1000 / 25
-    print(f"  real-time factor at 25 fps: {budget / r['median_ms']:.1f}x (median)")
+    best = min(e["median_ms"], g["median_ms"]) if g is not None else e["median_ms"]
+    print(f"  real-time factor per session at 25 fps: {budget / best:.1f}x (median, best path)")
     return 0
 
 

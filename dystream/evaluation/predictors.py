@@ -37,8 +37,9 @@ class GeneratorPredictor:
                  batch_size: int = DEFAULT_BATCH) -> None:
         self.model, self.device, self.steps, self.guidance = model, device, steps, guidance
         self.batch_size = int(batch_size)
-        # evaluate_many hands over groups of at least this many items.
-        self.batch_items = self.batch_size
+        # evaluate_many hands over groups of at least this many items: two batches' worth, so
+        # that the rollout's chunks are full and of similar clip lengths.
+        self.batch_items = 2 * self.batch_size
 
     def _item(self, conv: Conversation, party: int, seed: int):
         return conv.audio[party], conv.audio[1 - party], neutral_frame(conv, party), seed

@@ -242,8 +242,8 @@ def generate_motion_batch(model: Generator, items, *, steps: int = 5, guidance=N
 
     Returns one array [T_i, D] per item, in order, T_i = len(self_audio_i) // 640; each
     equals ``generate_motion`` of that item alone (up to float rounding). Clips are
-    sorted by length and rolled out ``batch_size`` streams at a time (all at once when
-    None); a stream leaves the batch when its clip ends, so short clips cost only
+    sorted by length and rolled out at most ``batch_size`` streams at a time (all at
+    once when None; chunks of equal size); a stream leaves the batch when its clip ends, so short clips cost only
     their own frames. ``threads`` sets torch's CPU threads for the rollout (default 1,
     as ``generate_motion``; more pays off only for large batches on an idle machine).
     """
@@ -266,7 +266,11 @@ def generate_motion_batch(model: Generator, items, *, steps: int = 5, guidance=N
             raise InputError(f"anchor of item {k} must have {model.cfg.motion_dim} values, got {anchor.shape}")
         clips.append((self_audio, other_audio, anchor, int(seed), _frames_of(model, self_audio)))
     order = sorted(range(len(clips)), key=lambda k: -clips[k][4])  # longest first
+    # Chunks of equal size (66 items at batch_size 64: 33 + 33, not 64 + 2): a small
+    # last chunk would run its frames at a fraction of the batched throughput.
     size = len(clips) if batch_size is None else int(batch_size)
+    chunks = -(-len(clips) // size)
+    size = -(-len(clips) // chunks)
     results: list[np.ndarray | None] = [None] * len(clips)
     was_training, old_threads = model.training, torch.get_num_threads()
     model.to(device).eval()

@@ -23,11 +23,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dystream.generator.inference import Rollout, keyed_frame_noise
+from dystream.generator.inference import Rollout, keyed_frame_noise, ring_step
 from dystream.generator.model import Generator
-from dystream.generator.transformer import rotate
 
 GRAPHS_ENV = "DYSTREAM_CUDA_GRAPHS"
 
@@ -90,30 +88,6 @@ class FrameStep:
             buffer.copy_(value)
         return features[:, 0]
 
-    def _transformer(self, previous_rows: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        """``FrameTransformer.step`` with the frame index as a tensor (ring slot, angle, mask)."""
-        tr = self.model.transformer
-        cache = self.rollout.cache
-        w = tr.cfg.window
-        angle = torch.remainder(self.frame, tr.rotary_period)
-        cos, sin = tr.rope_cos.index_select(0, angle), tr.rope_sin.index_select(0, angle)  # [1, d/2]
-        cache.keys[:, :, :, 0] = rotate(cache.anchor_keys[:, :, :, 0], cos, sin)
-        # Anchor + frames written so far; from frame W-1 on the ring is full and this is all True.
-        mask = (tr.slot_index <= self.frame + 1)[None]
-        slot = 1 + torch.remainder(self.frame, w)
-        x = tr.motion_in(previous_rows)
-        for i, block in enumerate(tr.blocks):
-            h = x + fused
-            b = h.shape[0]
-            qkv = block.qkv(block.attn_norm(h)).view(b, 3, block.heads, block.head_dim)
-            qk = rotate(qkv[:, :2], cos, sin)
-            cache.keys[i].index_copy_(2, slot, qk[:, 1, :, None])
-            cache.values[i].index_copy_(2, slot, qkv[:, 2, :, None])
-            attended = F.scaled_dot_product_attention(qk[:, 0, :, None], cache.keys[i], cache.values[i],
-                                                      attn_mask=mask)
-            x = block._finish(h, attended)
-        return tr.out_norm(x)
-
     def __call__(self) -> torch.Tensor:
         model, r = self.model, self.rollout
         f_self = self._encode(model.self_encoder, self.self_audio, self.self_state)
@@ -121,7 +95,7 @@ class FrameStep:
         self_b = model.drop_audio(r.rows(f_self), self._keep_self, model.null_self)
         other_b = model.drop_audio(r.rows(f_other), self._keep_other, model.null_other)
         fused = model.transformer.fuse_audio(self_b, other_b)[:, None]
-        condition = self._transformer(r.rows(self.previous), fused)[:, 0]
+        condition = ring_step(model.transformer, r.cache, r.rows(self.previous), fused, self.frame)[:, 0]
         noise = keyed_frame_noise(r.noise_keys, self.frame, r.channels, r.dtype)
         sample = r.sample(condition, noise)
         self.previous.copy_(sample[:, None])

@@ -173,3 +173,27 @@ def test_batched_evaluation_scores_equal_item_by_item(model):
         other = report["batched"]["scores"][key]
         assert (np.isnan(value) and np.isnan(other)) or abs(value - other) <= 1e-6, key
     assert report["data"]["conversations"] == 3
+
+
+def test_bench_graph_section_runs_and_matches_eager(monkeypatch, capsys):
+    """The benchmark's graphed timing and graph-vs-eager check, exercised on CPU with the eager
+    FrameStep standing in for the captured graph (the GPU runs the real capture)."""
+    from dystream.commands import bench
+    from dystream.generator import graphs
+
+    def eager_as_graph(model, anchors, seeds, *, steps=5, guidance=None, graphs=None):
+        return FrameStep(model, anchors, seeds, steps=steps, guidance=guidance), True
+
+    monkeypatch.setattr(graphs, "frame_step", eager_as_graph)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    model = tiny_generator(seed=1)
+    for batch in (1, 3):
+        anchors = np.stack([anchor_frame(b) for b in range(batch)])
+        enc_s, enc_o = model.self_encoder, model.other_encoder
+        with torch.inference_mode():
+            a_s = 0.1 * torch.randn(batch, enc_s.step_samples)
+            a_o = 0.1 * torch.randn(batch, enc_o.step_samples)
+            out = bench._bench_graphed(model, anchors, list(range(batch)), 2, a_s, a_o, frames=5, warmup=1,
+                                       compare_frames=30)
+        assert out["graphed"]["median_ms"] > 0 and out["compare_frames"] == 30
+        assert out["graph_max_abs_diff"] <= TOLERANCE

@@ -171,7 +171,9 @@ class Rollout:
             return
         rows = count * self.plan.size
         c = self.cache
-        c.keys, c.values, c.anchor_keys = c.keys[:, :rows], c.values[:, :rows], c.anchor_keys[:, :rows]
+        # Contiguous copies (once per shrink): the attention of every later frame reads them whole.
+        c.keys, c.values = c.keys[:, :rows].contiguous(), c.values[:, :rows].contiguous()
+        c.anchor_keys = c.anchor_keys[:, :rows].contiguous()
         self.anchor, self.previous = self.anchor[:count], self.previous[:count]
         self.noise_keys, self.seeds = self.noise_keys[:count], self.seeds[:count]
 

@@ -64,7 +64,7 @@ stage_train() {
     else
         local resume=() launcher=(python3 -m dystream) status=0
         [ -f "$run/checkpoint.pt" ] && resume=(--resume)
-        [ "$NPROC" -gt 1 ] && launcher=(torchrun --standalone "--nproc_per_node=$NPROC" -m dystream)
+        { [ "$NPROC" -gt 1 ] || [ "${TORCHRUN:-0}" = 1 ]; } && launcher=(torchrun --standalone "--nproc_per_node=$NPROC" -m dystream)
         echo "== train: preset $PRESET, batch $BATCH, $MINUTES min this command ${resume[*]:-}"
         "${launcher[@]}" train generator --data "$data" -o "$run" --preset "$PRESET" \
             --batch-size "$BATCH" --max-steps "$MAX_STEPS" --max-minutes "$MINUTES" --until-plateau \

@@ -60,8 +60,9 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
     from dystream.autoencoder import load_autoencoder
     from dystream.config import SAMPLES_PER_FRAME
     from dystream.generator.inference import generate_motion
+    from dystream.generator.retarget import photo_anchor, to_photo
     from dystream.generator.weights import load_generator
-    from dystream.motion import MotionSequence, clamp
+    from dystream.motion import MotionSequence
     from dystream.video import write_mp4
 
     if len(self_audio) < SAMPLES_PER_FRAME:
@@ -81,9 +82,9 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
     autoencoder = load_autoencoder("mesh", resolution=resolution, device=device)
     appearance, m0 = autoencoder.encode(photo)
     t_encode = time.perf_counter()
-    motion = generate_motion(model, self_audio, other_audio, np.asarray(m0, np.float32), steps=steps,
-                             seed=seed, device=device)
-    motion = clamp(motion)
+    anchor = photo_anchor(model, m0)
+    generated = generate_motion(model, self_audio, other_audio, anchor, steps=steps, seed=seed, device=device)
+    motion = to_photo(generated, anchor, m0)  # the photo's own expression + the generated movement
     t_motion = time.perf_counter()
     if motion_out:
         MotionSequence(motion).save(motion_out)

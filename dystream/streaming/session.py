@@ -19,6 +19,7 @@ from dystream.config import OTHER, SELF, STREAM_NAMES
 from dystream.errors import InputError
 from dystream.generator.inference import Rollout
 from dystream.generator.model import Generator
+from dystream.generator.retarget import to_photo
 
 
 @dataclass
@@ -86,13 +87,18 @@ class StreamingSession:
     frame) with silence, emits every frame that covers received audio, and then lets
     new audio continue from the next frame. ``clear(...)`` drops audio not yet turned
     into frames (barge-in: the agent's queued speech is cancelled). ``reset()`` starts over.
-    With an ``autoencoder`` and ``appearance``, frames also carry a rendered image.
+    With an ``autoencoder`` and ``appearance``, frames also carry a rendered image;
+    given the photo's own motion ``photo_motion`` (m0), the image shows m0 plus the
+    generated movement relative to ``anchor`` (see :mod:`dystream.generator.retarget`).
     """
 
     def __init__(self, model: Generator, anchor, *, steps: int = 5, seed: int = 0, guidance=None,
-                 autoencoder=None, appearance=None) -> None:
+                 autoencoder=None, appearance=None, photo_motion=None) -> None:
         if (autoencoder is None) != (appearance is None):
             raise InputError("give both an autoencoder and an appearance to render, or neither")
+        self.render_offset = None
+        if photo_motion is not None:
+            self.render_offset = (np.asarray(anchor, np.float32), np.asarray(photo_motion, np.float32))
         self.model = model.eval()
         self.cfg = model.cfg
         param = next(model.parameters())
@@ -141,8 +147,10 @@ class StreamingSession:
                 out.append(StreamFrame(self.frames_emitted, motion.float().cpu().numpy()))
                 self.frames_emitted += 1
             if out and self.autoencoder is not None:
-                motions = torch.stack([torch.from_numpy(f.motion) for f in out])
-                images = self.autoencoder.decode(self.appearance, motions)
+                motions = np.stack([f.motion for f in out])
+                if self.render_offset is not None:
+                    motions = to_photo(motions, *self.render_offset)
+                images = self.autoencoder.decode(self.appearance, torch.from_numpy(motions))
                 for frame, image in zip(out, images):
                     frame.image = np.asarray(image.cpu() if hasattr(image, "cpu") else image)
         return out

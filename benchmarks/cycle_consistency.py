@@ -19,12 +19,19 @@ import numpy as np
 from dystream.autoencoder import load_autoencoder
 from dystream.autoencoder.mesh.calibration import (ANGLE_CHANNELS, CALIBRATED_CHANNELS, MOUTH_EYE_CHANNELS,
                                                    evaluate, passes)
-from dystream.motion import INDEX, LOWER, UPPER
+from dystream.motion import INDEX, LOWER, NUM_EXPRESSION, UPPER
 from dystream.video import bundled_photo, read_image
 
 
-def dataset_motions(root: str, split: str, count: int, m0: np.ndarray, seed: int = 0) -> np.ndarray:
-    """``count`` frames drawn from a split's motion, pose re-centred on the photo's own."""
+def dataset_motions(root: str, split: str, count: int, m0: np.ndarray, seed: int = 0,
+                    retarget: bool = True) -> np.ndarray:
+    """``count`` frames drawn from a split's motion, pose re-centred on the photo's own.
+
+    With ``retarget`` the expression is moved onto the photo as the demo does it
+    (dystream.generator.retarget): anchor = m0 clipped to the split's mean +/- 3 std,
+    rendered = m0 + (motion - anchor). Without it the split's expression is asked for
+    as is, which for a photo far outside the data (the astronaut's broad smile) means
+    taking its own expression away first."""
     from dystream.data.schema import iter_conversations
 
     frames = [conv.motion.reshape(-1, conv.motion.shape[-1]) for conv in
@@ -38,6 +45,15 @@ def dataset_motions(root: str, split: str, count: int, m0: np.ndarray, seed: int
     for name in ("pitch", "yaw", "roll", "tx", "ty", "log_scale"):
         k = INDEX[name]
         picked[:, k] += m0[k] - np.median(pool[:, k])
+    if retarget:
+        from dystream.generator.retarget import to_photo
+
+        expression = slice(0, NUM_EXPRESSION)
+        mean, std = pool[:, expression].mean(axis=0), pool[:, expression].std(axis=0)
+        anchor = m0.astype(np.float32).copy()
+        anchor[expression] = np.clip(m0[expression], mean - 3 * std, mean + 3 * std)
+        anchor[NUM_EXPRESSION:] = m0[NUM_EXPRESSION:]       # pose was re-centred above
+        picked = to_photo(picked, anchor, m0)
     return np.clip(picked, LOWER, UPPER).astype(np.float32)
 
 
@@ -48,17 +64,20 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=500, help="number of random motions")
     parser.add_argument("--data", help="dataset directory: use its motion instead of random motion")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--as-is", action="store_true",
+                        help="ask for the split's expression as is (no retargeting onto the photo's own m0)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
     ae = load_autoencoder("mesh", resolution=args.resolution)
     appearance, m0 = ae.encode(read_image(args.photo) if args.photo else bundled_photo())
-    motions = dataset_motions(args.data, args.split, args.random, m0) if args.data else None
+    motions = dataset_motions(args.data, args.split, args.random, m0, retarget=not args.as_is) if args.data else None
     start = time.perf_counter()
     report = evaluate(ae, appearance, m0, random_count=args.random, motions=motions)
     elapsed = time.perf_counter() - start
     ae.encoder.close()
-    many = "dataset" if args.data else "random"
-    print(f"cycle consistency at {args.resolution} px, {args.random} {many} motions + 5-step sweeps "
+    many = ("as-is" if args.as_is else "retarget") if args.data else "random"
+    print(f"cycle consistency at {args.resolution} px, {len(motions) if motions is not None else args.random} "
+          f"{many} motions + 5-step sweeps "
           f"({elapsed:.0f} s); faces read: {report['random']['faces_read']:.0%}")
     print(f"{'channel':<20} {'sweep':>7} {many:>8}  target")
     for name in CALIBRATED_CHANNELS:

@@ -206,3 +206,38 @@ def test_cli_encode_animate_and_from_video(tmp_path, encoded):
     assert conversation.labels[0].phones == []
     assert cli(["animate", "--photo", str(tmp_path / "missing.png"), "--motion", str(tmp_path / "talk.npz"),
                 "-o", str(out)]) == 2
+
+
+def test_saved_appearance_decodes_the_same_without_the_face_engine(tmp_path, autoencoder, encoded):
+    """A GPU box without MediaPipe times the decoder from a saved appearance: it must
+    load with weights_only and render bit-identical frames, paste-back included."""
+    from dystream.autoencoder.mesh.decoder import MeshAppearance
+
+    appearance, m0 = encoded
+    path = tmp_path / "appearance.pt"
+    torch.save(appearance.state_dict(), path)
+    loaded = MeshAppearance.from_state_dict(torch.load(path, weights_only=True))
+    motion = torch.from_numpy(np.stack([m0, _moved(m0, jawOpen=0.5, eyeBlinkLeft=0.8, yaw=m0[INDEX["yaw"]] + 0.2)]))
+    for paste in (False, True):
+        want = autoencoder.decode(appearance, motion, paste_back=paste)
+        got = autoencoder.decode(loaded, motion, paste_back=paste)
+        assert torch.equal(want, got)
+    with pytest.raises(InputError, match="save-appearance"):
+        MeshAppearance.from_state_dict({"image": torch.zeros(3)})
+
+
+def test_bench_decoder_batches_from_a_saved_appearance(tmp_path, encoded, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_decoder", Path(__file__).parents[1] / "benchmarks" / "bench_decoder.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "apps.pt"
+    torch.save({256: encoded[0].state_dict()}, path)
+    rows = bench.bench_batches(256, "cpu", [1, 2], repeats=2, paste_back=True, appearance_file=str(path))
+    assert [r["batch"] for r in rows] == [1, 2]
+    assert all(r["fps"] > 0 and r["ms_per_call"] >= r["min_ms"] > 0 for r in rows)
+    with pytest.raises(SystemExit, match="--save-appearance"):
+        bench.load_appearance(str(path), 512, torch.device("cpu"))

@@ -92,6 +92,47 @@ class MeshAppearance:
             self.paste.to(device)
         return self
 
+    def state_dict(self) -> dict:
+        """Plain tensors, numbers and tuples only, so that ``torch.load(weights_only=True)``
+        reads it back on a machine without the face engine (e.g. a GPU benchmark box)."""
+        tensors = {name: getattr(self, name).detach().cpu() for name in _TENSOR_FIELDS}
+        return {
+            "format": APPEARANCE_FORMAT,
+            **tensors,
+            "m0": torch.from_numpy(np.asarray(self.m0, np.float32)),
+            "mouth_window": tuple(int(x) for x in self.mouth_window),
+            "eyes": [(tuple(int(i) for i in u), tuple(int(i) for i in lo), rest.detach().cpu(),
+                      tuple(int(x) for x in w), skin.detach().cpu()) for u, lo, rest, w, skin in self.eyes],
+            "box": (float(self.box.x0), float(self.box.y0), float(self.box.side)),
+            "photo": None if self.photo is None else torch.from_numpy(np.ascontiguousarray(self.photo)),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "MeshAppearance":
+        """Inverse of :meth:`state_dict`; the paste-back is rebuilt from the stored photo."""
+        if not isinstance(state, dict) or state.get("format") != APPEARANCE_FORMAT:
+            raise InputError("not a saved mesh appearance (expected a file written by "
+                             "MeshAppearance.state_dict, e.g. bench_decoder.py --save-appearance)")
+        kw = {"device": device, "dtype": dtype}
+        photo = None if state["photo"] is None else state["photo"].numpy()
+        box = CropBox(*state["box"])
+        return cls(
+            **{name: state[name].to(**kw) for name in _TENSOR_FIELDS},
+            m0=state["m0"].numpy().copy(),
+            mouth_window=tuple(state["mouth_window"]),
+            eyes=[(tuple(u), tuple(lo), rest.to(**kw), tuple(w), skin.to(**kw))
+                  for u, lo, rest, w, skin in state["eyes"]],
+            box=box,
+            photo=photo,
+            paste=None if photo is None else PasteBack(photo, box).to(device),
+        )
+
+
+APPEARANCE_FORMAT = "dystream.mesh_appearance.v1"
+_TENSOR_FIELDS = ("image", "landmarks", "basis", "expression_fields", "coordinate_fields", "constant_field",
+                  "centre", "rest_opening", "brightness")
+
 
 def pose_terms(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per frame, the 2x3 map A (rotation relative to the photo's, times scale; image rows

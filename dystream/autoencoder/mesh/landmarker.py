@@ -8,9 +8,11 @@ is imported only here.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,17 @@ def _same_face(a: FaceReading, b: FaceReading) -> bool:
     return distance < 0.5 * max(ax1 - ax0, bx1 - bx0)
 
 
+# Landmarkers still open at interpreter exit are closed before its teardown: mediapipe's
+# own finaliser fails (and prints a traceback) once the interpreter has started tearing down.
+_OPEN: "weakref.WeakSet[FaceLandmarker]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_landmarkers() -> None:
+    for landmarker in list(_OPEN):
+        landmarker.close()
+
+
 class FaceLandmarker:
     """Thin wrapper: image (HxWx3 uint8 RGB) -> list of FaceReading, largest first."""
 
@@ -100,6 +113,7 @@ class FaceLandmarker:
             output_face_blendshapes=True, output_facial_transformation_matrixes=True,
         )
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        _OPEN.add(self)
 
     def close(self) -> None:
         if self._landmarker is not None:

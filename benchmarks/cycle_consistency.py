@@ -18,7 +18,8 @@ import numpy as np
 
 from dystream.autoencoder import load_autoencoder
 from dystream.autoencoder.mesh.calibration import (ANGLE_CHANNELS, CALIBRATED_CHANNELS, MOUTH_EYE_CHANNELS,
-                                                   evaluate, passes)
+                                                   coupling_table, evaluate, fit_coupling, passes, save_gains)
+from dystream.autoencoder.mesh.decoder import CALIBRATION_FILE
 from dystream.motion import INDEX, LOWER, NUM_EXPRESSION, UPPER
 from dystream.video import bundled_photo, read_image
 
@@ -67,9 +68,20 @@ def main() -> None:
     parser.add_argument("--as-is", action="store_true",
                         help="ask for the split's expression as is (no retargeting onto the photo's own m0)")
     parser.add_argument("--json", help="also write the report here")
+    parser.add_argument("--fit-coupling", metavar="SPLIT",
+                        help="first fit the cross-talk coupling on this split of --data (e.g. val; not the split "
+                             "evaluated) and write it into the calibration file")
     args = parser.parse_args()
     ae = load_autoencoder("mesh", resolution=args.resolution)
     appearance, m0 = ae.encode(read_image(args.photo) if args.photo else bundled_photo())
+    if args.fit_coupling:
+        if not args.data:
+            raise SystemExit("--fit-coupling needs --data DIR")
+        fit_on = dataset_motions(args.data, args.fit_coupling, args.random, m0, seed=1, retarget=not args.as_is)
+        coupling = fit_coupling(ae, appearance, m0, fit_on)
+        table = json.loads(CALIBRATION_FILE.read_text())
+        save_gains(table["gains"], CALIBRATION_FILE, table["note"], coupling_table(coupling))
+        print(f"wrote the coupling fitted on {len(fit_on)} frames of {args.fit_coupling} to {CALIBRATION_FILE}")
     motions = dataset_motions(args.data, args.split, args.random, m0, retarget=not args.as_is) if args.data else None
     start = time.perf_counter()
     report = evaluate(ae, appearance, m0, random_count=args.random, motions=motions)

@@ -164,3 +164,35 @@ def test_closing_lid_paints_skin_over_the_slit_only_when_closing():
     assert out[1, 0, 31, 30:34].mean() > 120                   # closed: skin over the slit
     assert out[1, 0, 33:35, 28:36].mean() < out[1, 0, 31, 28:36].mean()  # darker lash line below
     assert torch.equal(out[1, :, :20], frames[1, :, :20])     # nothing outside the window
+
+
+def test_coupling_table_round_trip_and_its_effect_on_amplitudes(tmp_path):
+    """calibration.json's coupling is read by name and adds C @ delta to the asked change."""
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from dystream.autoencoder.mesh.calibration import coupling_table
+    from dystream.autoencoder.mesh.decoder import expression_amplitudes, load_coupling
+    from dystream.motion import INDEX, MOTION_DIM, NUM_EXPRESSION
+
+    up, jaw = INDEX["mouthUpperUpLeft"], INDEX["jawOpen"]
+    coupling = np.zeros((NUM_EXPRESSION, NUM_EXPRESSION), np.float32)
+    coupling[up, jaw] = -0.5
+    table = coupling_table(coupling)
+    assert table == {"mouthUpperUpLeft": {"jawOpen": -0.5}}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"note": "test", "gains": {}, "coupling": table}))
+    loaded = load_coupling(path)
+    assert np.array_equal(loaded, coupling)
+    app = SimpleNamespace(m0=np.zeros(MOTION_DIM, np.float32))
+    motion = torch.zeros(2, MOTION_DIM)
+    motion[0, jaw] = 0.4
+    motion[1, up] = 0.4
+    gains = torch.full((MOTION_DIM,), 2.0)
+    amp = expression_amplitudes(app, motion, gains, torch.from_numpy(loaded))
+    assert amp[0, jaw] == pytest.approx(0.8) and amp[0, up] == pytest.approx(-0.4)   # 2 * (0 - 0.5 * 0.4)
+    assert amp[1, up] == pytest.approx(0.8) and amp[1, jaw] == 0                     # not symmetric
+    assert torch.equal(expression_amplitudes(app, motion, gains), motion[:, :NUM_EXPRESSION] * 2)

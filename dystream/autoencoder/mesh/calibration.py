@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from dystream.autoencoder.mesh.decoder import default_gains
-from dystream.motion import (EXPRESSION_NAMES, INDEX, LOWER, MOTION_DIM, NAMES, POSE_LIMIT_DEGREES,
-                             TYPICAL_MAX, UPPER)
+from dystream.motion import (EXPRESSION_NAMES, INDEX, LOWER, MOTION_DIM, NAMES, NUM_EXPRESSION,
+                             POSE_LIMIT_DEGREES, TYPICAL_MAX, UPPER)
 
 # The channels the done-when targets list: mouth and eyes (MAE <= 0.15) and head angles (<= 3 deg).
 MOUTH_EYE_CHANNELS = tuple(n for n in EXPRESSION_NAMES if n.startswith(("jaw", "mouth", "eye")))
@@ -170,9 +170,99 @@ def fit_gains(autoencoder, appearance, m0: np.ndarray, rounds: int = 3, steps: i
     return {name: float(gains[INDEX[name]]) for name in CALIBRATED_CHANNELS}
 
 
-def save_gains(gains: dict[str, float], path: Path, note: str) -> Path:
-    path.write_text(json.dumps({"note": note, "gains": gains}, indent=1) + "\n")
+def mouth_eye_error(asked: np.ndarray, read: np.ndarray) -> float:
+    """Mean over the mouth and eye channels of their MAE (rows where a face was read)."""
+    values = errors(asked, read)
+    return float(np.mean([values[n] for n in MOUTH_EYE_CHANNELS]))
+
+
+def _sweep_errors(m0: np.ndarray, read: np.ndarray, steps: int) -> dict[str, float]:
+    """Each mouth and eye channel's own-sweep MAE; ``read`` holds the read-back of the
+    sweeps of CALIBRATED_CHANNELS, ``steps`` rows each, in that order."""
+    out = {}
+    for c, name in enumerate(CALIBRATED_CHANNELS):
+        if name in MOUTH_EYE_CHANNELS:
+            rows = slice(c * steps, (c + 1) * steps)
+            out[name] = errors(sweep_motions(m0, name, steps), read[rows])[name]
+    return out
+
+
+def fit_coupling(autoencoder, appearance, m0: np.ndarray, motions: np.ndarray, rounds: int = 3,
+                 ridge: float = 1e-2, limit: float = 1.5, sweep_steps: int = 5, log=print) -> np.ndarray:
+    """Fit the decoder's cross-talk compensation on mixed motions [N, D] (e.g. a
+    validation split moved onto the photo), so read-back follows what was asked.
+
+    Each round: decode, read back, regress each channel's error (read - asked) on the
+    other channels' asked change from m0 (ridge least squares through the origin: m0
+    itself reads back as m0, so the error of a motion comes from its change), and subtract the fitted slopes from the coupling, so a
+    channel is rendered a little more where its neighbours would eat into its reading.
+    The one-channel sweeps from m0 join the regression, and a step is kept only if
+    the mouth-and-eye error (on the motions plus on the sweeps) drops; otherwise it
+    is halved — so mixed motion is not bought with cross-talk in the sweeps.
+    Returns the coupling (also left on ``autoencoder.decoder``).
+    """
+    decoder = autoencoder.decoder
+    n = NUM_EXPRESSION
+    count = len(motions)
+    sweeps = np.concatenate([sweep_motions(m0, name, sweep_steps) for name in CALIBRATED_CHANNELS])
+    motions = np.concatenate([motions, sweeps])
+
+    def score(read: np.ndarray) -> float:
+        # Mixed-motion error plus sweep error (a per-channel max of the two was tried:
+        # it let more of both miss the target on the astronaut).
+        swept = _sweep_errors(m0, read[count:], sweep_steps)
+        return mouth_eye_error(motions[:count], read[:count]) + float(np.mean(list(swept.values())))
+
+    delta = (motions[:, :n] - m0[:n]).astype(np.float64)
+    # Only the jaw and lips are coupled: that is where MediaPipe reads shapes together.
+    # Eyes and brows stay independent (data blinks both eyes at once, so a fit would
+    # make a wink close the other eye too).
+    coupled = np.array([name.startswith(("jaw", "mouth")) for name in EXPRESSION_NAMES])
+    active = (delta.std(axis=0) > 1e-3) & coupled
+    read = read_back(autoencoder, appearance, motions)
+    best = score(read)
+    log(f"coupling round 0: mouth/eye MAE, motions + sweeps {best:.4f}")
+    for round_ in range(1, rounds + 1):
+        ok = ~np.isnan(read).any(axis=1)
+        x, err = delta[ok], (read[ok, :n] - motions[ok, :n]).astype(np.float64)
+        update = np.zeros((n, n))
+        for i in range(n):
+            sources = np.flatnonzero(active & (np.arange(n) != i))
+            if not active[i] or len(sources) == 0:
+                continue
+            design = x[:, sources]
+            gram = design.T @ design + ridge * len(x) * np.eye(len(sources))
+            update[i, sources] = np.linalg.solve(gram, design.T @ err[:, i])
+        current = decoder.coupling.clone()
+        for step in (1.0, 0.5, 0.25):
+            trial = np.clip(current.numpy() - step * update, -limit, limit)
+            decoder.coupling = torch.as_tensor(trial, dtype=torch.float32)
+            trial_read = read_back(autoencoder, appearance, motions)
+            error = score(trial_read)
+            log(f"coupling round {round_} step {step}: mouth/eye MAE, motions + sweeps {error:.4f}")
+            if error < best:
+                best, read = error, trial_read
+                break
+            decoder.coupling = current
+        else:
+            break
+    return decoder.coupling.numpy()
+
+
+def coupling_table(coupling: np.ndarray, threshold: float = 1e-3) -> dict[str, dict[str, float]]:
+    """Non-zero coupling entries by name, as calibration.json stores them."""
+    return {EXPRESSION_NAMES[i]: {EXPRESSION_NAMES[j]: round(float(coupling[i, j]), 4)
+                                  for j in range(len(EXPRESSION_NAMES)) if abs(coupling[i, j]) > threshold}
+            for i in range(len(EXPRESSION_NAMES)) if np.abs(coupling[i]).max() > threshold}
+
+
+def save_gains(gains: dict[str, float], path: Path, note: str,
+               coupling: dict[str, dict[str, float]] | None = None) -> Path:
+    table = {"note": note, "gains": gains}
+    if coupling:
+        table["coupling"] = coupling
+    path.write_text(json.dumps(table, indent=1) + "\n")
     return path
 
 
-__all__ = ["evaluate", "fit_gains", "random_motions", "sweep_motions", "read_back", "passes", "MOTION_DIM"]
+__all__ = ["evaluate", "fit_gains", "fit_coupling", "coupling_table", "random_motions", "sweep_motions", "read_back", "passes", "MOTION_DIM"]

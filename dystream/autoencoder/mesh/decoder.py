@@ -57,6 +57,22 @@ def load_gains(path: Path = CALIBRATION_FILE) -> np.ndarray:
     return gains
 
 
+def load_coupling(path: Path = CALIBRATION_FILE) -> np.ndarray:
+    """[NUM_EXPRESSION, NUM_EXPRESSION] cross-talk compensation C: channel i is rendered
+    with delta_i + sum_j C[i, j] delta_j. MediaPipe reads channels together, not one by
+    one (on an opening jaw it reads less upper-lip raise; rounded lips read as less
+    smile), so C, fitted by least squares on mixed motions, pre-compensates what the
+    read-back would lose. Zero when the file has none."""
+    coupling = np.zeros((NUM_EXPRESSION, NUM_EXPRESSION), np.float32)
+    if path.exists():
+        table = json.loads(path.read_text()).get("coupling", {})
+        for target, sources in table.items():
+            for source, value in sources.items():
+                if target in INDEX and source in INDEX:
+                    coupling[INDEX[target], INDEX[source]] = value
+    return coupling
+
+
 @dataclass
 class MeshAppearance:
     """Everything the decoder needs about one photo, precomputed once by the encoder."""
@@ -151,9 +167,13 @@ def pose_terms(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor) -
     return torch.cat([linear[..., :2], linear[..., 2:] * DEPTH_FLATTEN], -1), shift
 
 
-def expression_amplitudes(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+def expression_amplitudes(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor,
+                          coupling: torch.Tensor | None = None) -> torch.Tensor:
     m0 = torch.as_tensor(app.m0[:NUM_EXPRESSION], device=motion.device, dtype=motion.dtype)
-    return (motion[:, :NUM_EXPRESSION] - m0) * gains[:NUM_EXPRESSION].to(motion.device, motion.dtype)
+    delta = motion[:, :NUM_EXPRESSION] - m0
+    if coupling is not None:
+        delta = delta + delta @ coupling.to(motion.device, motion.dtype).T
+    return delta * gains[:NUM_EXPRESSION].to(motion.device, motion.dtype)
 
 
 def _place(app: MeshAppearance, indices: list[int], amplitude: torch.Tensor, linear: torch.Tensor,
@@ -167,20 +187,22 @@ def _place(app: MeshAppearance, indices: list[int], amplitude: torch.Tensor, lin
 
 
 def warped_landmarks(app: MeshAppearance, motion: torch.Tensor, gains: torch.Tensor,
-                     indices: list[int] | tuple[int, ...] | None = None) -> torch.Tensor:
+                     indices: list[int] | tuple[int, ...] | None = None,
+                     coupling: torch.Tensor | None = None) -> torch.Tensor:
     """[T, N, 2] positions (crop units) of the mesh points ``indices`` (default all 468)."""
     motion = motion.to(app.landmarks.device, app.landmarks.dtype)
     indices = list(range(tp.NUM_MESH_POINTS)) if indices is None else list(indices)
-    amplitude = expression_amplitudes(app, motion, gains)
+    amplitude = expression_amplitudes(app, motion, gains, coupling)
     linear, shift = pose_terms(app, motion, gains)
     return _place(app, indices, amplitude, linear, shift)
 
 
 class MeshDecoder:
-    """Renders motion on photos. Gains come from the calibration file."""
+    """Renders motion on photos. Gains and cross-talk coupling come from the calibration file."""
 
-    def __init__(self, gains: np.ndarray | None = None):
+    def __init__(self, gains: np.ndarray | None = None, coupling: np.ndarray | None = None):
         self.gains = torch.as_tensor(load_gains() if gains is None else gains, dtype=torch.float32)
+        self.coupling = torch.as_tensor(load_coupling() if coupling is None else coupling, dtype=torch.float32)
 
     def render(self, app: MeshAppearance, motion: torch.Tensor, paste_back: bool = False) -> torch.Tensor:
         """motion [T, MOTION_DIM] -> frames [T, 3, S, S] (or [T, 3, H, W] pasted) float 0..255."""
@@ -191,7 +213,7 @@ class MeshDecoder:
         motion = motion.to(app.landmarks.device, app.landmarks.dtype)
         # The spline is linear, so the field is assembled from fields precomputed per photo:
         # d = A (p - c) - (p - c) + A_xy (sum_k a_k E_k) + t, for every mesh point p.
-        amplitude = expression_amplitudes(app, motion, self.gains)
+        amplitude = expression_amplitudes(app, motion, self.gains, self.coupling)
         linear, shift = pose_terms(app, motion, self.gains)
         expression = torch.einsum("tk,kgc->tgc", amplitude, app.expression_fields)
         coords = app.coordinate_fields

@@ -90,6 +90,20 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def counter_noise(counter: torch.Tensor, key: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal numbers from int64 counters and a stream key (hash -> Box-Muller).
+
+    Pure tensor arithmetic (no Python scalar becomes a tensor), so it also runs inside a
+    captured CUDA graph; ``key`` broadcasts against ``counter``.
+    """
+    bits_a = _hash32(_hash32(counter ^ key) + (counter >> 32))
+    bits_b = _hash32(_hash32((counter + 1) ^ key) + (counter >> 32))
+    u1 = ((bits_a >> 8).to(torch.float64) + 0.5) / float(1 << 24)
+    u2 = (bits_b >> 8).to(torch.float64) / float(1 << 24)
+    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
+    return z.to(dtype)
+
+
 def frame_noise(seed: int, frames: torch.Tensor, dim: int, dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise [len(frames), dim] that depends only on (seed, frame index).
 
@@ -100,9 +114,4 @@ def frame_noise(seed: int, frames: torch.Tensor, dim: int, dtype=torch.float32) 
     channel = torch.arange(dim, device=frames.device, dtype=torch.int64)
     counter = frames[:, None] * (2 * dim) + channel[None] * 2
     key = _hash32(torch.tensor(seed, dtype=torch.int64, device=frames.device) * 0x9E3779B1 + 0x632BE5AB)
-    bits_a = _hash32(_hash32(counter ^ key) + (counter >> 32))
-    bits_b = _hash32(_hash32((counter + 1) ^ key) + (counter >> 32))
-    u1 = ((bits_a >> 8).to(torch.float64) + 0.5) / float(1 << 24)
-    u2 = (bits_b >> 8).to(torch.float64) / float(1 << 24)
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
-    return z.to(dtype)
+    return counter_noise(counter, key, dtype)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from dystream.errors import InputError
 from dystream.generator.flow_head import euler_sample, sigma_schedule
-from dystream.generator.guidance import _hash32, frame_noise, plan_guidance
+from dystream.generator.guidance import _hash32, counter_noise, frame_noise, plan_guidance
 from dystream.generator.model import Generator
 from dystream.generator.transformer import FrameTransformer, TransformerCache, rotate
 
@@ -45,13 +45,7 @@ def keyed_frame_noise(keys: torch.Tensor, frame: torch.Tensor, channels: torch.T
     a captured CUDA graph. ``channels`` = arange(D) as int64.
     """
     counter = frame.to(torch.int64)[:, None] * (2 * channels.shape[0]) + channels[None] * 2
-    key = keys[:, None]
-    bits_a = _hash32(_hash32(counter ^ key) + (counter >> 32))
-    bits_b = _hash32(_hash32((counter + 1) ^ key) + (counter >> 32))
-    u1 = ((bits_a >> 8).to(torch.float64) + 0.5) / float(1 << 24)
-    u2 = (bits_b >> 8).to(torch.float64) / float(1 << 24)
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
-    return z.to(dtype)
+    return counter_noise(counter, keys[:, None], dtype)
 
 
 def _attend_one_query(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,

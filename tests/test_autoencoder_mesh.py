@@ -246,3 +246,22 @@ def test_bench_decoder_batches_from_a_saved_appearance(tmp_path, encoded, capsys
     assert all(r["fps"] > 0 and r["ms_per_call"] >= r["min_ms"] > 0 for r in rows)
     with pytest.raises(SystemExit, match="--save-appearance"):
         bench.load_appearance(str(path), 512, torch.device("cpu"))
+
+
+def test_closed_eyes_hide_the_iris_and_read_closed(autoencoder, encoded):
+    """A full blink paints lid skin over the whole eye (no dark iris slit left), so that
+    MediaPipe reads both eyes at least half closed; a wink leaves the other eye open."""
+    appearance, m0 = encoded
+    closed = _moved(m0, eyeBlinkLeft=0.85, eyeBlinkRight=0.85)
+    wink = _moved(m0, eyeBlinkLeft=0.85)
+    frames = autoencoder.decode(appearance, torch.from_numpy(np.stack([m0, closed, wink])))
+    read = autoencoder.encoder.read_rendered(frames.numpy())
+    left, right = INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]
+    assert read[1, left] > 0.35 and read[1, right] > 0.35, read[1, [left, right]]
+    assert read[2, left] > 0.25 and read[2, right] < 0.15, read[2, [left, right]]
+    for corners in ((33, 133), (362, 263)):
+        centre = (appearance.landmarks[list(corners), :2].mean(0) * 256).int()
+        patch = frames[:, centre[1] - 3:centre[1] + 4, centre[0] - 4:centre[0] + 5].float().mean(-1)
+        dark = (patch < 100).float().mean((1, 2))
+        # The open eye shows its dark iris; the closed one only lid skin and a thin lash line.
+        assert dark[0] > 0.5 and dark[1] < 0.3, dark

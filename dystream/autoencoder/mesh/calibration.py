@@ -29,7 +29,10 @@ CALIBRATED_CHANNELS = EXPRESSION_NAMES + ANGLE_CHANNELS
 # mesh folds (lids or lips pass through each other) or the jaw leaves the face: the
 # read-back may still rise a little, but the picture breaks. 1 = the basis as designed.
 MAX_AMPLITUDE = {
-    "eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0,           # lids meet at 1
+    # Lids meet at 1 and the decoder stops the amplitude there, so the gain may close the
+    # eye well before the coefficient's maximum: MediaPipe reads a warped closed eye at
+    # only ~0.35 (one eye) to ~0.5 (both), so closing early is what brings the sweep closer.
+    "eyeBlinkLeft": 2.2, "eyeBlinkRight": 2.2,
     "mouthClose": 1.0, "mouthFunnel": 1.0, "mouthPucker": 1.5,
     "mouthRollLower": 1.0, "mouthRollUpper": 1.0, "mouthPressLeft": 1.0, "mouthPressRight": 1.0,
     "jawOpen": 1.4, "browDownLeft": 2.0, "browDownRight": 2.0,

@@ -173,7 +173,16 @@ def expression_amplitudes(app: MeshAppearance, motion: torch.Tensor, gains: torc
     delta = motion[:, :NUM_EXPRESSION] - m0
     if coupling is not None:
         delta = delta + delta @ coupling.to(motion.device, motion.dtype).T
-    return delta * gains[:NUM_EXPRESSION].to(motion.device, motion.dtype)
+    amplitude = delta * gains[:NUM_EXPRESSION].to(motion.device, motion.dtype)
+    # Lids meet at amplitude 1; past it they would pass through each other. The gain
+    # may close the eye before the coefficient's maximum (MediaPipe reads a closed
+    # warped eye at about half), so the amplitude stops there.
+    return torch.cat([amplitude[:, :_BLINK_FIRST], amplitude[:, _BLINK_FIRST:_BLINK_FIRST + 2].clamp(max=1.0),
+                      amplitude[:, _BLINK_FIRST + 2:]], -1)
+
+
+_BLINK_FIRST = INDEX["eyeBlinkLeft"]
+assert INDEX["eyeBlinkRight"] == _BLINK_FIRST + 1
 
 
 def _place(app: MeshAppearance, indices: list[int], amplitude: torch.Tensor, linear: torch.Tensor,

@@ -14,7 +14,9 @@ from dystream.autoencoder.mesh.mouth import _interp
 
 FADE_START = 0.25    # closure (1 - opening / photo's opening) where the fill starts
 FADE_FULL = 0.75     # closure where it is opaque
-LASH_DARKEN = 0.45   # lash line brightness relative to the skin
+LASH_DARKEN = 0.35   # lash line brightness relative to the skin
+LID_REACH_UP = 1.5   # skin band above the closing upper lid at full closure, x the photo's mean lid gap
+LID_REACH_LOW = 1.2  # and below the lower lid
 
 
 def composite_lid(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, rest_opening: torch.Tensor,
@@ -43,9 +45,18 @@ def composite_lid(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor
     y_up = _interp(x, upper[:, :, 0], upper[:, :, 1])
     y_lo = _interp(x, lower[:, :, 0], lower[:, :, 1])
     span = ((x - upper[:, :1, 0]) / 1.0).clamp(0, 1) * ((upper[:, -1:, 0] - x) / 1.0).clamp(0, 1)
-    # Lid skin covers the slit and a pixel and a half beyond each contour, where the
-    # squeezed iris still shows, with a soft edge.
-    inside = ((y - y_up + 1.5) / 1.5).clamp(0, 1) * ((y_lo - y + 1.5) / 1.5).clamp(0, 1) * span
+    # Lid skin covers the slit and a band beyond each contour, where the squeezed iris
+    # still shows (the warp pinches it into a dark line as the lids meet): a pixel and a
+    # half, widening with the closure to a share of the photo's mean lid gap, so that a
+    # closed eye shows no iris at all (MediaPipe reads any dark slit as an open eye).
+    # The band tapers to nothing at the eye corners, so the painted lid has no box edges.
+    gap = rest_opening / upper.shape[1]
+    along = ((x - upper[:, :1, 0]) / (upper[:, -1:, 0] - upper[:, :1, 0]).clamp_min(1.0)).clamp(0, 1)
+    taper = torch.sin(torch.pi * along).clamp_min(0).sqrt() * strength[:, None]
+    reach_up = 1.5 + taper * LID_REACH_UP * gap
+    reach_lo = 1.5 + taper * LID_REACH_LOW * gap
+    inside = ((y - y_up + reach_up) / reach_up).clamp(0, 1).sqrt() \
+        * ((y_lo - y + reach_lo) / reach_lo).clamp(0, 1).sqrt() * span
     lash = torch.exp(-((y - y_lo) / 0.9) ** 2) * span
     region = frames[:, :, row0:row1, col0:col1]
     shape = (frames_n, 1, row1 - row0, col1 - col0)

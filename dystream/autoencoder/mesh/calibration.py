@@ -222,6 +222,10 @@ def fit_coupling(autoencoder, appearance, m0: np.ndarray, motions: np.ndarray, r
     # make a wink close the other eye too).
     coupled = np.array([name.startswith(("jaw", "mouth")) for name in EXPRESSION_NAMES])
     active = (delta.std(axis=0) > 1e-3) & coupled
+    # The jaw is no source: compensating its cross-talk (holding the lower lip back as
+    # the chin drops) made MediaPipe read the test split better but turned an open
+    # mouth into a long chin over a small mouth, and cut the jaw's own read-back.
+    sources_ok = active & (np.arange(n) != INDEX["jawOpen"])
     read = read_back(autoencoder, appearance, motions)
     best = score(read)
     log(f"coupling round 0: mouth/eye MAE, motions + sweeps {best:.4f}")
@@ -230,7 +234,7 @@ def fit_coupling(autoencoder, appearance, m0: np.ndarray, motions: np.ndarray, r
         x, err = delta[ok], (read[ok, :n] - motions[ok, :n]).astype(np.float64)
         update = np.zeros((n, n))
         for i in range(n):
-            sources = np.flatnonzero(active & (np.arange(n) != i))
+            sources = np.flatnonzero(sources_ok & (np.arange(n) != i))
             if not active[i] or len(sources) == 0:
                 continue
             design = x[:, sources]

@@ -196,3 +196,21 @@ def test_coupling_table_round_trip_and_its_effect_on_amplitudes(tmp_path):
     assert amp[0, jaw] == pytest.approx(0.8) and amp[0, up] == pytest.approx(-0.4)   # 2 * (0 - 0.5 * 0.4)
     assert amp[1, up] == pytest.approx(0.8) and amp[1, jaw] == 0                     # not symmetric
     assert torch.equal(expression_amplitudes(app, motion, gains), motion[:, :NUM_EXPRESSION] * 2)
+
+
+def test_fold_outliers_take_their_neighbours_offset_and_smooth_fields_stay():
+    """At a fold, single pixels whose inverted offset jumps to the other branch are
+    speckles; they take the neighbourhood median. A smooth (even steep) field is kept."""
+    from dystream.autoencoder.mesh.warp import _settle_folds
+
+    size, spacing = 32, 2.0 / 32
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    smooth = torch.stack([0.3 * xs**2, 0.2 * torch.sin(3 * ys)])[None]          # [1, 2, G, G]
+    assert torch.equal(_settle_folds(smooth, spacing), smooth)
+    speckled = smooth.clone()
+    speckled[0, 0, 10, 12] += 0.2           # ~3 cells off: a pixel that took the other branch
+    settled = _settle_folds(speckled, spacing)
+    assert abs(float(settled[0, 0, 10, 12] - smooth[0, 0, 10, 12])) < 0.01
+    untouched = torch.ones_like(settled, dtype=torch.bool)
+    untouched[0, :, 10, 12] = False
+    assert torch.equal(settled[untouched], smooth[untouched])

@@ -18,6 +18,7 @@ COARSE_GRID = 128
 BORDER_ANCHORS_PER_SIDE = 12
 SMOOTHING = 1e-4       # spline regularisation: keeps close control points from ringing
 INVERSION_STEPS = 4
+FOLD_JUMP_CELLS = 2.5    # an inverted offset this far (in coarse cells) from its neighbours' median is an outlier
 
 
 def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -67,6 +68,25 @@ def spline_to_grid(control: np.ndarray, size: int = COARSE_GRID) -> np.ndarray:
     return spline_fields(control, np.eye(len(control)), size)
 
 
+def _settle_folds(offset: torch.Tensor, spacing: float) -> torch.Tensor:
+    """Pixels whose inverted offset jumps away from their neighbours' take the median
+    of their 5x5 neighbourhood.
+
+    At a turned face's silhouette the forward warp folds (the cheek passes over the face
+    edge), so a pixel there has two answers, face and background, and Newton lands on
+    either from one pixel to the next: speckles of skin in the background. Where the
+    offset differs from the neighbourhood median by more than a cell, the median (the
+    branch most neighbours chose) gives one clean edge instead.
+    """
+    # Separable 5-tap medians (rows, then columns): close to a 5x5 median at a fifth
+    # of the sorting work.
+    padded = F.pad(offset, (2, 2, 2, 2), mode="replicate")
+    rows = padded.unfold(3, 5, 1).median(dim=-1).values                     # [T, 2, G+4, G]
+    median = rows.unfold(2, 5, 1).median(dim=-1).values                       # [T, 2, G, G]
+    jump = (offset - median).norm(dim=1, keepdim=True) > FOLD_JUMP_CELLS * spacing
+    return torch.where(jump, median, offset)
+
+
 def backward_map(forward: torch.Tensor, output_size: int, steps: int = INVERSION_STEPS) -> torch.Tensor:
     """Forward displacement field [T, 2, G, G] (grid units, at photo positions) ->
     sampling grid [T, S, S, 2] that pulls each output pixel from the photo.
@@ -100,6 +120,7 @@ def backward_map(forward: torch.Tensor, output_size: int, steps: int = INVERSION
         step = torch.stack([step_x, step_y], -1).clamp(-0.1, 0.1)
         source = source - step
     offset = (source - target).permute(0, 3, 1, 2)
+    offset = _settle_folds(offset, spacing)
     offset = F.interpolate(offset, size=(output_size, output_size), mode="bilinear", align_corners=False)
     c = (torch.arange(output_size, device=dev, dtype=dt) + 0.5) / output_size * 2 - 1
     ys, xs = torch.meshgrid(c, c, indexing="ij")

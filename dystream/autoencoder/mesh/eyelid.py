@@ -8,6 +8,8 @@ darkened like lashes, fading in with the closure.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dystream.autoencoder.mesh.mouth import _interp
@@ -52,7 +54,7 @@ def composite_lid(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor
     # The band tapers to nothing at the eye corners, so the painted lid has no box edges.
     gap = rest_opening / upper.shape[1]
     along = ((x - upper[:, :1, 0]) / (upper[:, -1:, 0] - upper[:, :1, 0]).clamp_min(1.0)).clamp(0, 1)
-    taper = torch.sin(torch.pi * along).clamp_min(0).sqrt() * strength[:, None]
+    taper = torch.sin(math.pi * along).clamp_min(0).sqrt() * strength[:, None]
     reach_up = 1.5 + taper * LID_REACH_UP * gap
     reach_lo = 1.5 + taper * LID_REACH_LOW * gap
     inside = ((y - y_up + reach_up) / reach_up).clamp(0, 1).sqrt() \

@@ -8,7 +8,8 @@ import torch
 
 from dystream.generator.config import preset
 from dystream.generator.model import Generator
-from dystream.motion import MOTION_DIM, REST, TYPICAL_MAX
+from dystream.generator.untrained import active_random_generator
+from dystream.motion import MOTION_DIM, REST
 
 
 def tiny_generator(seed: int = 0, **overrides) -> Generator:
@@ -20,17 +21,7 @@ def tiny_generator(seed: int = 0, **overrides) -> Generator:
     sizes = dict(n_mels=32, audio_width=64, audio_layers=2, width=64, layers=2, heads=4,
                  head_width=64, head_blocks=2, window=16, dropout=0.0)
     sizes.update(overrides)
-    torch.manual_seed(seed)
-    model = Generator(preset("small", **sizes))
-    head = model.head
-    with torch.no_grad():
-        for layer in (head.time_modulation[1], head.cond_modulation[1], head.out_modulation[1], head.out):
-            layer.weight.normal_(0.0, 0.05)
-            layer.bias.normal_(0.0, 0.05)
-        for null in (model.null_self, model.null_other, model.null_anchor):
-            null.normal_(0.0, 0.5)
-    model.set_motion_stats(torch.from_numpy(REST), torch.from_numpy(TYPICAL_MAX) / 3)
-    return model.eval()
+    return active_random_generator(preset("small", **sizes), seed, head_scale=0.05)
 
 
 def speech_like(num_samples: int, seed: int) -> np.ndarray:

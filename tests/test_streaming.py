@@ -5,6 +5,7 @@ import torch
 from dystream.errors import InputError
 from dystream.generator.inference import generate_motion
 from dystream.streaming import StreamingSession
+from dystream.streaming.session import feed_interleaved
 
 from generator_helpers import single_thread  # noqa: F401  (autouse fixture)
 from generator_helpers import anchor_frame, speech_like, tiny_generator
@@ -27,18 +28,7 @@ def _chunkings(total: int, rng: np.random.Generator, count: int):
 
 
 def _stream(session, self_audio, other_audio, self_sizes, other_sizes, rng):
-    """Interleave both streams' chunks in a random order; then flush."""
-    frames = []
-    queues = [list(self_sizes), list(other_sizes)]
-    positions = [0, 0]
-    audio = (self_audio, other_audio)
-    while queues[0] or queues[1]:
-        stream = int(rng.integers(2)) if queues[0] and queues[1] else (0 if queues[0] else 1)
-        n = queues[stream].pop(0)
-        frames += session.feed(stream, audio[stream][positions[stream]: positions[stream] + n])
-        positions[stream] += n
-    frames += session.flush()
-    return frames
+    return feed_interleaved(session, self_audio, other_audio, self_sizes, other_sizes, rng)
 
 
 @pytest.mark.parametrize("lookaheads", [(60, 60), (0, 120)])

@@ -223,26 +223,11 @@ def run_generator(args) -> int:
 
 
 def _active_random_generator(preset_name: str, seed: int = 0):
-    """Random weights, with the zero-initialised layers (head modulation and output, null
-    embeddings) given small values: a fresh head outputs the motion mean exactly, which
-    would make any comparison pass trivially."""
-    import torch
-
+    """Random weights that move (see dystream.generator.untrained)."""
     from dystream.generator.config import preset
-    from dystream.generator.model import Generator
-    from dystream.motion import REST, TYPICAL_MAX
+    from dystream.generator.untrained import active_random_generator
 
-    torch.manual_seed(seed)
-    model = Generator(preset(preset_name))
-    head = model.head
-    with torch.no_grad():
-        for layer in (head.time_modulation[1], head.cond_modulation[1], head.out_modulation[1], head.out):
-            layer.weight.normal_(0.0, 0.02)
-            layer.bias.normal_(0.0, 0.02)
-        for null in (model.null_self, model.null_other, model.null_anchor):
-            null.normal_(0.0, 0.5)
-    model.set_motion_stats(torch.from_numpy(REST), torch.from_numpy(TYPICAL_MAX) / 3)
-    return model.eval()
+    return active_random_generator(preset(preset_name), seed, head_scale=0.02)
 
 
 def _speech_like(num_samples: int, rng):
@@ -274,6 +259,7 @@ def streaming_difference(model, self_audio, other_audio, anchor, chunkings: int,
 
     from dystream.generator.inference import generate_motion
     from dystream.streaming import StreamingSession
+    from dystream.streaming.session import feed_interleaved
 
     offline = generate_motion(model, self_audio, other_audio, anchor, seed=seed)
     session = StreamingSession(model, anchor, seed=seed)
@@ -281,14 +267,7 @@ def streaming_difference(model, self_audio, other_audio, anchor, chunkings: int,
     for kind in range(chunkings):
         session.reset()
         sizes = [_chunk_sizes(len(self_audio), kind, rng), _chunk_sizes(len(other_audio), kind, rng)]
-        pos, frames = [0, 0], []
-        audio = (self_audio, other_audio)
-        while sizes[0] or sizes[1]:
-            s = int(rng.integers(2)) if sizes[0] and sizes[1] else (0 if sizes[0] else 1)
-            n = sizes[s].pop(0)
-            frames += session.feed(s, audio[s][pos[s]: pos[s] + n])
-            pos[s] += n
-        frames += session.flush()
+        frames = feed_interleaved(session, self_audio, other_audio, sizes[0], sizes[1], rng)
         streamed = np.stack([f.motion for f in frames])
         if streamed.shape != offline.shape:
             raise AssertionError(f"streaming made {streamed.shape} frames, offline {offline.shape}")

@@ -195,3 +195,24 @@ class StreamingSession:
         for s in self.streams:
             s.reset()
         self.frames_emitted = 0
+
+
+def feed_interleaved(session: StreamingSession, self_audio, other_audio, self_sizes, other_sizes,
+                     rng: np.random.Generator) -> list[StreamFrame]:
+    """Feed both streams in chunks of the given sizes, interleaved in a random order, then flush.
+
+    How a live call delivers audio (two streams, arbitrary packet sizes, arbitrary arrival
+    order); used by the streaming == offline tests and benchmark.
+    """
+    frames: list[StreamFrame] = []
+    queues = [list(self_sizes), list(other_sizes)]
+    positions = [0, 0]
+    audio = (self_audio, other_audio)
+    while queues[0] or queues[1]:
+        stream = int(rng.integers(2)) if queues[0] and queues[1] else (0 if queues[0] else 1)
+        n = queues[stream].pop(0)
+        frames += session.feed(stream, audio[stream][positions[stream]: positions[stream] + n])
+        positions[stream] += n
+    frames += session.flush()
+    return frames
+

@@ -135,7 +135,7 @@ def test_frame_step_is_eager_on_cpu_and_graphs_have_an_off_switch(model, monkeyp
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_step_equals_eager_step():
-    gpu_model = tiny_generator(seed=3).cuda()
+    gpu_model = tiny_generator(seed=3).to("cuda")
     anchors, seeds = [anchor_frame(0), anchor_frame(1)], [0, 5]
     with torch.inference_mode():
         eager, _ = frame_step(gpu_model, anchors, seeds, steps=3, graphs=False)

@@ -11,14 +11,16 @@ from dystream.config import SAMPLE_RATE
 from dystream.errors import InputError
 
 
-def to_mono_16k(audio: np.ndarray, sample_rate: int, *, source: str = "audio") -> np.ndarray:
+def to_mono_16k(audio: np.ndarray, sample_rate: int, *, source: str = "audio",
+                note: bool = True) -> np.ndarray:
     """Mix down to mono and resample to 16 kHz (soxr), with a warning for each change.
 
-    ``audio`` is [samples] or [samples, channels].
+    ``audio`` is [samples] or [samples, channels]. ``note=False`` for internal sources
+    whose format is expected (a speech engine's native rate), where a warning is noise.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 2:
-        if audio.shape[1] > 1:
+        if audio.shape[1] > 1 and note:
             warnings.warn(f"{source}: {audio.shape[1]} channels mixed down to mono", stacklevel=2)
         audio = audio.mean(axis=1)
     elif audio.ndim != 1:
@@ -28,7 +30,8 @@ def to_mono_16k(audio: np.ndarray, sample_rate: int, *, source: str = "audio") -
     if sample_rate != SAMPLE_RATE:
         import soxr
 
-        warnings.warn(f"{source}: resampled from {sample_rate} Hz to {SAMPLE_RATE} Hz", stacklevel=2)
+        if note:
+            warnings.warn(f"{source}: resampled from {sample_rate} Hz to {SAMPLE_RATE} Hz", stacklevel=2)
         audio = soxr.resample(audio, sample_rate, SAMPLE_RATE).astype(np.float32)
     return np.ascontiguousarray(audio)
 

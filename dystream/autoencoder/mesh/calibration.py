@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from dystream.autoencoder.mesh.decoder import default_gains
-from dystream.motion import (EXPRESSION_NAMES, INDEX, LOWER, MOTION_DIM, NAMES, NUM_EXPRESSION,
-                             POSE_LIMIT_DEGREES, TYPICAL_MAX, UPPER)
+from dystream.motion import (EXPRESSION_NAMES, INDEX, MOTION_DIM, NAMES, NUM_EXPRESSION,
+                             POSE_LIMIT_DEGREES, TYPICAL_MAX, clamp)
 
 # The channels the done-when targets list: mouth and eyes (MAE <= 0.15) and head angles (<= 3 deg).
 MOUTH_EYE_CHANNELS = tuple(n for n in EXPRESSION_NAMES if n.startswith(("jaw", "mouth", "eye")))
@@ -76,7 +76,7 @@ def sweep_motions(m0: np.ndarray, name: str, steps: int = 5) -> np.ndarray:
     out = np.repeat(m0[None].astype(np.float32), steps, axis=0)
     k = INDEX[name]
     out[:, k] = values if name in EXPRESSION_NAMES else m0[k] + values
-    return np.clip(out, LOWER, UPPER)
+    return clamp(out)
 
 
 def random_motions(m0: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -90,7 +90,7 @@ def random_motions(m0: np.ndarray, count: int, rng: np.random.Generator) -> np.n
     for name in ("pitch", "yaw", "roll", "tx", "ty", "log_scale"):
         low, high = channel_range(name)
         out[:, INDEX[name]] = m0[INDEX[name]] + rng.uniform(low, high, count)
-    return np.clip(out, LOWER, UPPER).astype(np.float32)
+    return clamp(out).astype(np.float32)
 
 
 def read_back(autoencoder, appearance, motion: np.ndarray, batch: int = 16) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dystream.audio.io import to_mono_16k
 from dystream.config import SAMPLE_RATE
 from dystream.data.tts import Utterance, words_of
 from dystream.errors import InputError, MissingDependencyError
@@ -116,11 +117,7 @@ def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.
     utterances = []
     for i, sentence in enumerate(sentences):
         events = raw["meta"]["sentences"][i]
-        audio = raw[i].astype(np.float32) / 32768.0
-        if engine_rate != SAMPLE_RATE:
-            import soxr
-
-            audio = soxr.resample(audio, engine_rate, SAMPLE_RATE).astype(np.float32)
+        audio = to_mono_16k(raw[i].astype(np.float32) / 32768.0, engine_rate, source=voice, note=False)
         total = len(audio) / SAMPLE_RATE
         starts = [(to_arpabet(m), t / 1000.0) for m, t in events["phonemes"]]
         phones = []

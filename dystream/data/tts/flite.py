@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dystream.audio.io import to_mono_16k
 from dystream.config import SAMPLE_RATE
 from dystream.data.tts import Utterance, assign_phones_to_words, words_of
 from dystream.errors import InputError, MissingDependencyError
@@ -133,13 +134,7 @@ def _read_wav(path: Path) -> np.ndarray:
     import soundfile as sf
 
     audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        import soxr
-
-        audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
-    return audio
+    return to_mono_16k(audio, rate, source=str(path), note=False)
 
 
 def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.0) -> list[Utterance]:

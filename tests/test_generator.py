@@ -50,11 +50,17 @@ def test_audio_context_matches_what_the_encoders_read():
     assert model.self_encoder.samples_needed(5) == cfg.front_left_samples + 5 * 640 + 960
 
 
-def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes():
-    model = tiny_generator().train()
-    loss, stats = model.training_loss(*_batch(model), generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("options", [{}, {"pose_relative": True, "spec_warp": 0.15, "spec_eq_db": 6.0,
+                                           "future_frames": 4, "head_draws": 3}])
+def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes(options):
+    model = tiny_generator(**options).train()
+    # 8 windows x 11 frames per stream: the per-frame audio dropout (p=0.1) drops some
+    # frame of each stream for certain in practice (P(none) = 0.9^88 ~ 1e-4).
+    loss, stats = model.training_loss(*_batch(model, batch=8), generator=torch.Generator().manual_seed(1))
     assert torch.isfinite(loss) and loss.dim() == 0
     assert set(stats) >= {"loss", "mse", "mse_last"} and all(isinstance(v, float) for v in stats.values())
+    if options:
+        assert "future_mse" in stats and stats["loss"] > stats["future_mse"] > 0
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert no_grad == []
@@ -183,3 +189,42 @@ def test_every_parameter_is_in_the_graph_even_when_nothing_is_dropped():
     loss, _ = model.training_loss(self_audio, other_audio, motion, anchor, torch.ones(2, dtype=torch.bool))
     loss.backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_a_pose_relative_model_moves_its_pose_with_the_anchor_and_nothing_else():
+    """Pose is modelled relative to the anchor: shifting the anchor's head pose shifts every
+    generated frame's pose by the same amount and leaves the expression exactly as it was;
+    the paper's absolute model has no such property."""
+    from dystream.motion import POSE_SLICE
+
+    audio, other = speech_like(16000, 1), speech_like(16000, 2)
+    anchor = anchor_frame(5)
+    moved = anchor.copy()
+    moved[POSE_SLICE] += np.array([0.2, -0.15, 0.1, 0.02, -0.03, 0.05], np.float32)
+    relative = tiny_generator(pose_relative=True)
+    a = generate_motion(relative, audio, other, anchor, seed=3)
+    b = generate_motion(relative, audio, other, moved, seed=3)
+    np.testing.assert_allclose(b[:, POSE_SLICE] - a[:, POSE_SLICE],
+                               np.broadcast_to(moved[POSE_SLICE] - anchor[POSE_SLICE], a[:, POSE_SLICE].shape),
+                               atol=1e-5)
+    np.testing.assert_allclose(b[:, :POSE_SLICE.start], a[:, :POSE_SLICE.start], atol=1e-6)
+    assert np.abs(np.diff(a[:, POSE_SLICE], axis=0)).max() > 1e-4  # the pose does move
+    absolute = tiny_generator()
+    c = generate_motion(absolute, audio, other, anchor, seed=3)
+    d = generate_motion(absolute, audio, other, moved, seed=3)
+    assert np.abs(d[:, :POSE_SLICE.start] - c[:, :POSE_SLICE.start]).max() > 1e-4
+
+
+def test_spectral_augmentation_warps_frequencies_and_stays_in_bounds():
+    from dystream.generator.audio_frontend import random_equaliser, warp_frequencies
+
+    power = torch.zeros(2, 3, 201)
+    power[:, :, 40] = 1.0  # one tone at bin 40
+    same = warp_frequencies(power, torch.tensor([1.0, 1.0]))
+    assert torch.allclose(same, power)
+    warped = warp_frequencies(power, torch.tensor([1.25, 0.8]))
+    assert warped[0, 0].argmax() == 50 and warped[1, 0].argmax() == 32  # up for > 1, down for < 1
+    eq = random_equaliser(500, 64, 6.0, torch.Generator().manual_seed(0))
+    bound = 6.0 * np.log(10.0) / 10.0
+    assert eq.abs().max() <= bound + 1e-6 and eq.abs().max() > 0.5 * bound
+    assert eq[:, 1:].sub(eq[:, :-1]).abs().max() < 0.2 * bound  # smooth across neighbouring bands

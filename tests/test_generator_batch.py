@@ -197,3 +197,12 @@ def test_bench_graph_section_runs_and_matches_eager(monkeypatch, capsys):
                                        compare_frames=30)
         assert out["graphed"]["median_ms"] > 0 and out["compare_frames"] == 30
         assert out["graph_max_abs_diff"] <= TOLERANCE
+
+
+def test_a_pose_relative_batch_equals_single_streams_with_their_own_anchors():
+    relative = tiny_generator(seed=4, pose_relative=True)
+    items = _items([0.9, 1.4, 0.6], first_seed=20)
+    single = [generate_motion(relative, a, b, anchor, seed=seed, steps=3) for a, b, anchor, seed in items]
+    together = generate_motion_batch(relative, items, steps=3)
+    for a, b in zip(together, single):
+        assert np.abs(a - b).max() <= TOLERANCE

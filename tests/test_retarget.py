@@ -8,10 +8,14 @@ from dystream.generator.retarget import photo_anchor, to_photo
 
 
 class _Stats(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, pose_relative=False):
         super().__init__()
         self.register_buffer("motion_mean", torch.full((M.MOTION_DIM,), 0.1))
         self.register_buffer("motion_std", torch.full((M.MOTION_DIM,), 0.05))
+        mask = torch.zeros(M.MOTION_DIM)
+        if pose_relative:
+            mask[M.POSE_SLICE] = 1.0
+        self.register_buffer("relative_mask", mask)
 
 
 def test_anchor_is_the_photo_motion_inside_the_range_and_clipped_outside():
@@ -22,6 +26,16 @@ def test_anchor_is_the_photo_motion_inside_the_range_and_clipped_outside():
     anchor = photo_anchor(model, m0)
     assert anchor[M.idx("mouthSmileLeft")] == np.float32(0.25)
     assert np.all(anchor[np.arange(M.MOTION_DIM) != M.idx("mouthSmileLeft")] == np.float32(0.12))
+
+
+def test_a_pose_relative_model_gets_the_photo_pose_unclipped():
+    m0 = np.full(M.MOTION_DIM, 0.12, np.float32)
+    m0[M.idx("yaw")] = 0.35           # 20 degrees: far outside mean + 3 std
+    m0[M.idx("mouthSmileLeft")] = 0.9
+    anchor = photo_anchor(_Stats(pose_relative=True), m0)
+    assert anchor[M.idx("yaw")] == np.float32(0.35)               # pose is measured from it, not clipped
+    assert anchor[M.idx("mouthSmileLeft")] == np.float32(0.25)    # expression still clipped
+    assert photo_anchor(_Stats(), m0)[M.idx("yaw")] == np.float32(0.25)
 
 
 def test_rendered_motion_is_photo_plus_generated_movement():

@@ -31,9 +31,9 @@ def _stream(session, self_audio, other_audio, self_sizes, other_sizes, rng):
     return feed_interleaved(session, self_audio, other_audio, self_sizes, other_sizes, rng)
 
 
-@pytest.mark.parametrize("lookaheads", [(60, 60), (0, 120)])
-def test_streaming_equals_offline_for_any_chunking(lookaheads):
-    model = tiny_generator(self_lookahead_ms=lookaheads[0], other_lookahead_ms=lookaheads[1])
+@pytest.mark.parametrize("lookaheads, options", [((60, 60), {}), ((0, 120), {}), ((60, 60), {"pose_relative": True})])
+def test_streaming_equals_offline_for_any_chunking(lookaheads, options):
+    model = tiny_generator(self_lookahead_ms=lookaheads[0], other_lookahead_ms=lookaheads[1], **options)
     rng = np.random.default_rng(0)
     frames = 75  # 3 s
     self_audio, other_audio = speech_like(frames * SPF, 1), speech_like(frames * SPF, 2)

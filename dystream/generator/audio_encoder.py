@@ -67,20 +67,22 @@ class CausalAudioEncoder(nn.Module):
         """Samples an offline call for ``num_frames`` frames reads (from ``-front_left_samples``)."""
         return self.cfg.front_left_samples + num_frames * self.cfg.samples_per_frame + self.lookahead_samples
 
-    def _front(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def _front(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
         audio = audio[:, : self.samples_needed(num_frames)]
-        mel = self.logmel(audio)  # [B, J, M]
+        mel = self.logmel(audio, *(augment or (None, None)))  # [B, J, M]
         windows = mel.unfold(1, self.front_kernel, self.cfg.mels_per_frame)  # [B, T, M, K]
         return self.front(windows.flatten(2))
 
-    def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """audio [B, N] starting ``front_left_samples`` before frame 0 -> features [B, T, H]."""
+    def forward(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
+        """audio [B, N] starting ``front_left_samples`` before frame 0 -> features [B, T, H].
+
+        ``augment``: training-only (warp [B], eq [B, n_mels]) for the log-mel front end."""
         if audio.shape[1] < self.samples_needed(num_frames):
             raise ValueError(
                 f"audio encoder needs {self.samples_needed(num_frames)} samples for {num_frames} "
                 f"frames, got {audio.shape[1]}"
             )
-        x = self._front(audio, num_frames)
+        x = self._front(audio, num_frames, augment)
         for block in self.blocks:
             x = block(x)
         return self.out_norm(x)

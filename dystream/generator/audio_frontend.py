@@ -50,12 +50,45 @@ class LogMel(nn.Module):
         self.register_buffer("mel_filters", mel_filterbank(n_bins, n_mels, sample_rate), persistent=False)
         self.n_bins = n_bins
 
-    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+    def forward(self, samples: torch.Tensor, warp: torch.Tensor | None = None,
+                eq: torch.Tensor | None = None) -> torch.Tensor:
+        """``warp`` [B]: training-only frequency scaling of each sample's spectrum (bin k
+        reads the power at k / warp); ``eq`` [B, n_mels]: gains in natural-log power
+        added to each mel band. Both None at inference."""
         # Always float32: a bf16 power spectrum would lose most of the log-mel's dynamic range.
         with torch.autocast(device_type=samples.device.type, enabled=False):
             frames = samples.float().unfold(-1, self.window, self.hop)  # [B, J, window]
             spectrum = torch.fft.rfft(frames * self.hann.float(), dim=-1)
             power = spectrum.real.square() + spectrum.imag.square()
+            if warp is not None:
+                power = warp_frequencies(power, warp)
+            log_mel = torch.log(power @ self.mel_filters.float() + 1e-6)
+            if eq is not None:
+                log_mel = log_mel + eq.float()[:, None, :]
             # Fixed affine so that speech-level log-mels sit roughly in [-1, 1] before any layer.
-            mel = (torch.log(power @ self.mel_filters.float() + 1e-6) + 4.0) / 4.0
+            mel = (log_mel + 4.0) / 4.0
         return mel.to(samples.dtype)
+
+
+def warp_frequencies(power: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Power spectra [B, J, F] with each sample's frequency axis scaled by factor [B]
+    (> 1 moves energy up, as a shorter vocal tract does), by linear interpolation."""
+    bins = power.shape[-1]
+    source = torch.arange(bins, device=power.device, dtype=torch.float32)[None] / factor.float()[:, None]
+    source = source.clamp(0, bins - 1)
+    low = source.floor().long().clamp(max=bins - 2)
+    frac = (source - low)[:, None, :]
+    index = low[:, None, :].expand(-1, power.shape[1], -1)
+    below = power.gather(-1, index)
+    above = power.gather(-1, index + 1)
+    return torch.lerp(below, above, frac)
+
+
+def random_equaliser(batch: int, n_mels: int, max_db: float, generator=None, device=None) -> torch.Tensor:
+    """Smooth random gain curves [B, n_mels] in natural-log power: three cosines over the
+    mel axis with amplitudes drawn so that the curve stays within +/- max_db."""
+    position = torch.linspace(0.0, math.pi, n_mels, device=device)
+    harmonics = torch.arange(1, 4, device=device, dtype=torch.float32)
+    amplitude = (torch.rand(batch, 3, generator=generator, device=device) * 2 - 1) / 3
+    curve = amplitude @ torch.cos(harmonics[:, None] * position[None])
+    return curve * (max_db * math.log(10.0) / 10.0)

@@ -63,6 +63,25 @@ class GeneratorConfig:
     audio_drop_prob: float = 0.1
     anchor_drop_prob: float = 0.1
 
+    # Recipe options beyond the paper (docs/generator.md, "Deviations"); the defaults
+    # here are the paper's recipe (and what weights saved before these options mean).
+    # Head pose (pitch .. log_scale) modelled relative to the anchor's pose: the model
+    # never sees an absolute pose, so it cannot settle on one learned from the voice.
+    pose_relative: bool = False
+    # Training-only speaker augmentation of the log-mel front end: the power spectrum's
+    # frequency axis scaled by a factor in [1 - warp, 1 + warp] (a vocal-tract-length
+    # change) and a smooth random equaliser of up to +/- eq_db.
+    spec_warp: float = 0.0
+    spec_eq_db: float = 0.0
+    # Training-only auxiliary target: a linear probe on c_t regresses the next
+    # future_frames clean frames (weight future_weight), so c_t carries where the
+    # motion is going (a nod under way), not only the next frame.
+    future_frames: int = 0
+    future_weight: float = 1.0
+    # Flow-head noise draws per frame in training (MAR): the transformer runs once,
+    # the head sees head_draws (sigma, noise) pairs per condition.
+    head_draws: int = 1
+
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))
 
     def __post_init__(self) -> None:
@@ -75,6 +94,10 @@ class GeneratorConfig:
                 )
         if self.samples_per_frame % self.mel_hop:
             raise InputError("mel_hop must divide the samples of one motion frame")
+        if not 0.0 <= self.spec_warp < 0.5 or self.spec_eq_db < 0.0:
+            raise InputError("spec_warp must be in [0, 0.5) and spec_eq_db >= 0")
+        if self.future_frames < 0 or self.head_draws < 1:
+            raise InputError("future_frames must be >= 0 and head_draws >= 1")
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise InputError("width must split into heads of even size (rotary pairs)")
 

@@ -99,7 +99,7 @@ class FrameStep:
         noise = keyed_frame_noise(r.noise_keys, self.frame, r.channels, r.dtype)
         sample = r.sample(condition, noise)
         self.previous.copy_(sample[:, None])
-        self.motion.copy_(model.denormalise(sample))
+        self.motion.copy_(model.denormalise(sample) + r.shift)
         self.frame.add_(1)
         return self.motion
 

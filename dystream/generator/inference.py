@@ -129,7 +129,10 @@ class Rollout:
                 raise InputError(f"{anchor.shape[0]} anchors need as many seeds, got {len(seeds)}")
         self.seeds = seeds
         self.seed = seeds[0]  # the single-stream seed (kept for callers of the one-stream API)
-        self.anchor = model.normalise(anchor)  # [B, D]
+        # The raw anchor's pose shift (pose_relative models work relative to it) and the anchor
+        # in the model's units: the first frame's context and the anchor token's input.
+        self.shift = model.pose_shift(anchor)  # [B, D] raw
+        self.anchor = model.to_model(anchor, anchor)  # [B, D]
         self.noise_keys = seed_keys(torch.tensor(seeds, dtype=torch.int64, device=self.device))
         self.channels = torch.arange(d, device=self.device, dtype=torch.int64)
         self.sigmas = sigma_schedule(self.steps, self.device, self.dtype)
@@ -169,6 +172,7 @@ class Rollout:
         c.keys, c.values = c.keys[:, :rows].contiguous(), c.values[:, :rows].contiguous()
         c.anchor_keys = c.anchor_keys[:, :rows].contiguous()
         self.anchor, self.previous = self.anchor[:count], self.previous[:count]
+        self.shift = self.shift[:count]
         self.noise_keys, self.seeds = self.noise_keys[:count], self.seeds[:count]
 
     def condition_rows(self, self_features: torch.Tensor, other_features: torch.Tensor) -> torch.Tensor:
@@ -212,7 +216,7 @@ class Rollout:
         sample = self.sample(condition, noise)  # [B, D] normalised
         self.previous = sample[:, None]
         self.frame += 1
-        motion = model.denormalise(sample)
+        motion = model.denormalise(sample) + self.shift
         return motion[0] if self.single else motion
 
 

@@ -4,7 +4,9 @@ Frame t of the output is sampled from the flow head conditioned on c_t, which th
 transformer computes from the previous motion frame, the fused audio features of
 frame t (self and other, each up to its lookahead) and the anchor frame. Motion
 is modelled in normalised units ((m - mean) / std, buffers saved with the
-weights); every public method takes and returns motion in the raw motion space.
+weights) and, with ``cfg.pose_relative``, with the head pose taken relative to the
+anchor's (``to_model`` / ``from_model``); every public method takes and returns
+motion in the raw motion space.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import torch
 from torch import nn
 
 from dystream.generator.audio_encoder import CausalAudioEncoder
+from dystream.generator.audio_frontend import random_equaliser
 from dystream.generator.config import GeneratorConfig
 from dystream.generator.flow_head import FlowHead
 from dystream.generator.transformer import FrameTransformer
+from dystream.motion import POSE_SLICE
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:
@@ -40,6 +44,14 @@ class Generator(nn.Module):
         self.null_anchor = nn.Parameter(torch.zeros(cfg.width))
         self.register_buffer("motion_mean", torch.zeros(cfg.motion_dim))
         self.register_buffer("motion_std", torch.ones(cfg.motion_dim))
+        # 1 on the channels modelled relative to the anchor (none unless cfg.pose_relative).
+        relative = torch.zeros(cfg.motion_dim)
+        if cfg.pose_relative:
+            relative[POSE_SLICE] = 1.0
+        self.register_buffer("relative_mask", relative, persistent=False)
+        # Training-only probe of future frames (cfg.future_frames); never used at inference.
+        self.future_probe = (nn.Linear(cfg.width, cfg.future_frames * cfg.motion_dim)
+                             if cfg.future_frames > 0 else None)
 
     # -- parameters and normalisation ----------------------------------------
     def parameter_counts(self) -> dict[str, int]:
@@ -50,7 +62,7 @@ class Generator(nn.Module):
             "audio encoders": count(self.self_encoder) + count(self.other_encoder),
             "transformer": count(self.transformer),
             "flow head": count(self.head),
-            "total": count(self),
+            "total": count(self) - (count(self.future_probe) if self.future_probe is not None else 0),
         }
 
     @torch.no_grad()
@@ -68,6 +80,19 @@ class Generator(nn.Module):
 
     def denormalise(self, motion: torch.Tensor) -> torch.Tensor:
         return motion * self.motion_std + self.motion_mean
+
+    def pose_shift(self, anchor: torch.Tensor) -> torch.Tensor:
+        """What is subtracted from raw motion before normalising: the anchor's pose
+        channels with ``cfg.pose_relative``, zeros otherwise (same shape as anchor)."""
+        return anchor * self.relative_mask.to(anchor.dtype)
+
+    def to_model(self, motion: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """Raw motion [.., D] -> the model's units, relative to ``anchor`` (broadcastable)."""
+        return self.normalise(motion - self.pose_shift(anchor))
+
+    def from_model(self, x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """The model's units -> raw motion (inverse of ``to_model``)."""
+        return self.denormalise(x) + self.pose_shift(anchor)
 
     # -- shared pieces -----------------------------------------------------
     def audio_context(self) -> tuple[int, int]:
@@ -107,6 +132,10 @@ class Generator(nn.Module):
         normalised units, the last ``last_frames`` frames weighted ``last_frames_weight``.
         Self/other audio features are replaced by null embeddings per frame with
         p=audio_drop_prob, the anchor per sample with p=anchor_drop_prob.
+        Options (GeneratorConfig): pose_relative (pose measured from the anchor),
+        spec_warp / spec_eq_db (front-end speaker augmentation, training mode only),
+        head_draws (noise draws per frame for the head), future_frames (the probe's
+        auxiliary MSE on frames t+1..t+K, added with weight future_weight).
         Returns (loss, stats) with stats as floats.
         """
         cfg = self.cfg
@@ -121,18 +150,15 @@ class Generator(nn.Module):
                                  f"got {tuple(audio.shape)}")
         device = motion.device
         ctx = cfg.encoder_context_frames
-        self_features = self.self_encoder(self_audio, ctx + t)[:, ctx + 1:]
-        other_features = self.other_encoder(other_audio, ctx + t)[:, ctx + 1:]
+        self_features = self.self_encoder(self_audio, ctx + t, self._augmentation(b, generator, device))[:, ctx + 1:]
+        other_features = self.other_encoder(other_audio, ctx + t, self._augmentation(b, generator, device))[:, ctx + 1:]
 
-        clean = self.normalise(motion)
+        clean = self.to_model(motion, anchor[:, None])
         previous, target = clean[:, :-1], clean[:, 1:]
         steps = t - 1
 
         sigma = _uniform((b,), generator, device)
-        noise = _normal(target.shape, generator, device)
         s = sigma[:, None, None]
-        noisy_target = (1 - s) * target + s * noise
-
         noisy_previous = (1 - s) * previous + s * _normal(previous.shape, generator, device)
         replaced = _uniform((b, steps, 1), generator, device) < cfg.context_noise_prob
         context = torch.where(replaced, noisy_previous, previous)
@@ -147,15 +173,28 @@ class Generator(nn.Module):
         self_features = self.drop_audio(self_features, keep_self, self.null_self)
         other_features = self.drop_audio(other_features, keep_other, self.null_other)
         fused = self.transformer.fuse_audio(self_features, other_features)
-        tokens = self.anchor_token(self.normalise(anchor), keep_anchor)
+        tokens = self.anchor_token(self.to_model(anchor, anchor), keep_anchor)
 
         condition = self.transformer(context, fused, tokens)
-        predicted = self.head(noisy_target, sigma[:, None].expand(b, steps), condition)
+        # The first draw uses the context's noise level; further draws (cfg.head_draws) are
+        # fresh (sigma, noise) pairs on the same condition.
+        draws = cfg.head_draws
+        sigmas = torch.cat([sigma, _uniform(((draws - 1) * b,), generator, device)]) if draws > 1 else sigma
+        noise = _normal((draws * b, steps, d), generator, device)
+        targets = target.repeat(draws, 1, 1)
+        sd = sigmas[:, None, None]
+        noisy_target = (1 - sd) * targets + sd * noise
+        conditions = condition.repeat(draws, 1, 1) if draws > 1 else condition
+        predicted = self.head(noisy_target, sigmas[:, None].expand(draws * b, steps), conditions)
 
-        per_frame = (predicted.float() - target.float()).square().mean(dim=-1)  # [B, steps]
+        per_frame = (predicted.float() - targets.float()).square().mean(dim=-1)  # [draws * B, steps]
         weights = torch.ones(steps, device=device)
         weights[-cfg.last_frames:] = cfg.last_frames_weight
-        loss = (per_frame * weights).sum() / (weights.sum() * b)
+        loss = (per_frame * weights).sum() / (weights.sum() * draws * b)
+        future_mse = None
+        if self.future_probe is not None:
+            future_mse = self._future_loss(condition, target)
+            loss = loss + cfg.future_weight * future_mse
         with torch.no_grad():
             stats = {
                 "loss": loss.detach(),
@@ -163,5 +202,31 @@ class Generator(nn.Module):
                 "mse_last": per_frame[:, -cfg.last_frames:].mean(),
                 "sigma": sigma.mean(),
             }
+            if future_mse is not None:
+                stats["future_mse"] = future_mse.detach()
             stats = {k: float(v) for k, v in stats.items()}
         return loss, stats
+
+    def _augmentation(self, batch: int, generator, device):
+        """(warp [B], eq [B, n_mels]) for one stream's front end in training; None in eval
+        mode (validation scores the audio as it is) or when both are off."""
+        cfg = self.cfg
+        if not self.training or (cfg.spec_warp <= 0 and cfg.spec_eq_db <= 0):
+            return None
+        warp = 1.0 + (_uniform((batch,), generator, device) * 2 - 1) * cfg.spec_warp
+        eq = random_equaliser(batch, cfg.n_mels, cfg.spec_eq_db, generator, device)
+        return warp, eq
+
+    def _future_loss(self, condition: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """MSE of the probe's guess of frames t+1..t+K (from c_t) where the window holds them."""
+        k, d = self.cfg.future_frames, self.cfg.motion_dim
+        b, steps, _ = condition.shape
+        guess = self.future_probe(condition).float().view(b, steps, k, d)
+        total = condition.new_zeros((), dtype=torch.float32)
+        count = 0
+        for j in range(1, k + 1):
+            if steps - j <= 0:
+                break
+            total = total + (guess[:, :steps - j, j - 1] - target[:, j:].float()).square().sum()
+            count += b * (steps - j) * d
+        return total / max(count, 1)

@@ -8,7 +8,8 @@ take the photo's own smile away. So:
 
 * the anchor the model gets is the photo's m0 clipped into the training range
   (per channel, mean +/- ``spread`` standard deviations of the training motion,
-  which the weights carry);
+  which the weights carry) — except the channels a ``pose_relative`` model takes
+  relative to the anchor, which never reach it as absolute values;
 * the rendered motion is the photo's m0 plus the model's motion relative to
   that anchor, clamped to the motion space's bounds.
 
@@ -27,8 +28,10 @@ def photo_anchor(model, photo_motion, spread: float = 3.0) -> np.ndarray:
     """The anchor for a photo: its motion m0 clipped into the model's training range."""
     mean = model.motion_mean.detach().float().cpu().numpy()
     std = model.motion_std.detach().float().cpu().numpy()
+    relative = model.relative_mask.detach().float().cpu().numpy() > 0
     m0 = np.asarray(photo_motion, dtype=np.float32)
-    return np.clip(m0, mean - spread * std, mean + spread * std).astype(np.float32)
+    clipped = np.clip(m0, mean - spread * std, mean + spread * std)
+    return np.where(relative, m0, clipped).astype(np.float32)
 
 
 def to_photo(motion, anchor, photo_motion) -> np.ndarray:

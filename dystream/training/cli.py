@@ -23,7 +23,8 @@ import torch
 from dystream.errors import InputError, MissingDependencyError
 from dystream.training import ddp
 from dystream.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from dystream.training.dataset import ANCHOR_STRATEGIES, WindowBank, load_conversations, motion_statistics
+from dystream.training.dataset import (ANCHOR_STRATEGIES, WindowBank, load_conversations, motion_statistics,
+                                       relative_motion_statistics)
 from dystream.training.trainer import SCHEDULES, Trainer, TrainOptions, plot_loss_curve
 
 log = logging.getLogger("dystream.train")
@@ -219,10 +220,13 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
     if args.until_plateau and not val_conversations:
         raise InputError(f"--until-plateau needs validation data, but {Path(args.data) / 'val'} has no shards")
     mean, std = motion_statistics(train_conversations)
-    model.set_motion_stats(torch.from_numpy(mean), torch.from_numpy(std))
     left, right = model.audio_context()
     train_bank = WindowBank(train_conversations, window_frames, left, right, ctx.device)
     val_bank = WindowBank(val_conversations, window_frames, left, right, ctx.device) if val_conversations else None
+    if getattr(cfg, "pose_relative", False):  # test stand-in models have no such field
+        mean, std = relative_motion_statistics(train_bank, model.relative_mask.cpu().numpy() > 0,
+                                               args.anchor_strategy, mean, std, seed=args.seed)
+    model.set_motion_stats(torch.from_numpy(mean), torch.from_numpy(std))
     del train_conversations, val_conversations
     log.info("data: %.2f h train (%d conversations), %s val, loaded in %.1f s on %s",
              train_bank.hours, train_bank.num_conversations,

@@ -90,6 +90,30 @@ def motion_statistics(conversations: list[Conversation], min_std: float = 1e-3) 
     return mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32)
 
 
+def relative_motion_statistics(bank: "WindowBank", relative_mask: np.ndarray, anchor_strategy: str,
+                               mean: np.ndarray, std: np.ndarray, batches: int = 16, batch_size: int = 256,
+                               seed: int = 0, min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """``mean``/``std`` with the ``relative_mask`` channels replaced by the statistics of
+    motion minus its window's anchor (the anchors the trainer draws), from sampled windows."""
+    generator = torch.Generator(device=bank.device).manual_seed(seed)
+    mask = torch.as_tensor(relative_mask, dtype=torch.bool)
+    total = torch.zeros(MOTION_DIM, dtype=torch.float64)
+    total_sq = torch.zeros(MOTION_DIM, dtype=torch.float64)
+    count = 0
+    for _ in range(batches):
+        batch = bank.sample(batch_size, generator, anchor_strategy)
+        relative = (batch.motion - batch.anchor[:, None]).double().cpu().reshape(-1, MOTION_DIM)
+        total += relative.sum(0)
+        total_sq += relative.square().sum(0)
+        count += relative.shape[0]
+    rel_mean = (total / count).numpy()
+    rel_std = np.sqrt(np.maximum((total_sq / count).numpy() - rel_mean**2, 0.0))
+    mask_np = mask.numpy()
+    out_mean = np.where(mask_np, rel_mean, mean).astype(np.float32)
+    out_std = np.where(mask_np, np.maximum(rel_std, min_std), std).astype(np.float32)
+    return out_mean, out_std
+
+
 class WindowBank:
     """All windows of one split, ready to be gathered into batches on ``device``."""
 
@@ -168,7 +192,9 @@ class WindowBank:
 def choose_anchor(motion: torch.Tensor, strategy: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The anchor frame [B, D] and whether it is given [B] for windows of motion [B, W, D].
 
-    * ``none``: no anchor (zeros, keep=False) — the model learns without one.
+    * ``none``: no anchor (keep=False) — the model learns without one. The frame is
+      still drawn as for ``last-weighted``: a ``pose_relative`` model measures the
+      pose from it even when it does not see it.
     * ``random``: a ground-truth frame drawn uniformly from the whole window.
     * ``last-weighted``: one of the last 10 frames, frame W-1-k with weight
       proportional to 10-k — at inference the anchor is the reference pose the
@@ -177,17 +203,16 @@ def choose_anchor(motion: torch.Tensor, strategy: str, generator: torch.Generato
     """
     batch, window, _ = motion.shape
     rows = torch.arange(batch, device=motion.device)
-    if strategy == "none":
-        return torch.zeros_like(motion[:, 0]), torch.zeros(batch, dtype=torch.bool, device=motion.device)
     if strategy == "random":
         position = torch.randint(window, (batch,), generator=generator, device=motion.device)
-    elif strategy == "last-weighted":
+    elif strategy in ("last-weighted", "none"):
         span = min(LAST_WEIGHTED_FRAMES, window)
         weights = torch.arange(1, span + 1, dtype=torch.float32, device=motion.device).expand(batch, span)
         position = window - span + torch.multinomial(weights, 1, generator=generator).squeeze(1)
     else:
         raise InputError(f"unknown anchor strategy {strategy!r}; choose one of {', '.join(ANCHOR_STRATEGIES)}")
-    return motion[rows, position], torch.ones(batch, dtype=torch.bool, device=motion.device)
+    keep = torch.full((batch,), strategy != "none", dtype=torch.bool, device=motion.device)
+    return motion[rows, position], keep
 
 
 def _to_int16(audio: np.ndarray) -> np.ndarray:

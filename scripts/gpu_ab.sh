@@ -9,7 +9,8 @@
 #
 # VARIANTS: "name:train-flags" pairs separated by ";" (at most 7: $OUT takes 8 files).
 # Settings (environment): MINUTES=6 PRESET=small BATCH=64 SEED=0 HOURS=20 WORKERS=16, and
-# SKIP_DATA=1 when data/gpu is already there.
+# RESUME=1 to continue every variant from its checkpoint on a machine that is still warm
+# (data/gpu and runs/ab kept; MINUTES counts the training time of all commands together).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -20,7 +21,9 @@ data="$repo/data/gpu"
 runs="$repo/runs/ab"
 mkdir -p "$OUT" "$runs"
 
-if [ "${SKIP_DATA:-0}" != 1 ]; then
+resume=()
+[ "${RESUME:-0}" = 1 ] && resume=(--resume)
+if [ "${RESUME:-0}" != 1 ]; then
     bash "$repo/scripts/gpu_train.sh" data
 fi
 set +u; source "$repo/scripts/device_setup.sh"; set -u
@@ -37,7 +40,7 @@ for pair in "${pairs[@]}"; do
     python3 -m dystream train generator --data "$data" -o "$runs/$name" --preset "$PRESET" \
         --batch-size "$BATCH" --max-minutes "$MINUTES" --seed "$SEED" --val-every 250 --log-every 50 \
         --lr-schedule constant --warmup-steps 500 --no-progress \
-        --export "$runs/$name/generator-$name.safetensors" $flags > "$runs/$name/train_output.log" 2>&1 &
+        --export "$runs/$name/generator-$name.safetensors" $flags "${resume[@]}" >> "$runs/$name/train_output.log" 2>&1 &
     pids+=($!) names+=("$name")
 done
 status=0

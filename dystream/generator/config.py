@@ -154,8 +154,11 @@ PRESETS: dict[str, GeneratorConfig] = {
     # on one core of a shared 2-core CPU: the per-frame cost is weight traffic of
     # batch-1 matmuls, so the MLPs are narrow (ratio 2) and the head, run 5 steps x
     # 4 branches, is 128 wide.
+    # Recipe: pose relative to the anchor and the future-frame probe (weight 0.05), chosen
+    # by a side-by-side comparison on the validation split (docs/generator.md).
     "small": GeneratorConfig(audio_width=128, width=256, layers=4, heads=4, mlp_ratio=2,
-                             head_width=128, head_blocks=3),
+                             head_width=128, head_blocks=3,
+                             pose_relative=True, future_frames=8, future_weight=0.05),
     "paper": GeneratorConfig(
         n_mels=80, audio_width=768, audio_layers=8, width=768, layers=12, heads=12, mlp_ratio=4,
         head_width=768, head_blocks=6,

@@ -33,6 +33,7 @@ class StandInConfig:
     self_lookahead_ms: int = 40
     other_lookahead_ms: int = 20
     dropout: float = 0.1
+    pose_relative: bool = False     # as GeneratorConfig: the CLI asks for relative pose statistics
 
 
 class StandInGenerator(nn.Module):

@@ -181,10 +181,10 @@ class Generator(nn.Module):
         draws = cfg.head_draws
         sigmas = torch.cat([sigma, _uniform(((draws - 1) * b,), generator, device)]) if draws > 1 else sigma
         noise = _normal((draws * b, steps, d), generator, device)
-        targets = target.repeat(draws, 1, 1)
+        targets, conditions = (target.repeat(draws, 1, 1), condition.repeat(draws, 1, 1)) if draws > 1 \
+            else (target, condition)
         sd = sigmas[:, None, None]
         noisy_target = (1 - sd) * targets + sd * noise
-        conditions = condition.repeat(draws, 1, 1) if draws > 1 else condition
         predicted = self.head(noisy_target, sigmas[:, None].expand(draws * b, steps), conditions)
 
         per_frame = (predicted.float() - targets.float()).square().mean(dim=-1)  # [draws * B, steps]

@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
     left, right = model.audio_context()
     train_bank = WindowBank(train_conversations, window_frames, left, right, ctx.device)
     val_bank = WindowBank(val_conversations, window_frames, left, right, ctx.device) if val_conversations else None
-    if getattr(cfg, "pose_relative", False):  # test stand-in models have no such field
+    if cfg.pose_relative:
         mean, std = relative_motion_statistics(train_bank, model.relative_mask.cpu().numpy() > 0,
                                                args.anchor_strategy, mean, std, seed=args.seed)
     model.set_motion_stats(torch.from_numpy(mean), torch.from_numpy(std))

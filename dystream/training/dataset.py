@@ -75,16 +75,23 @@ def motion_statistics(conversations: list[Conversation], min_std: float = 1e-3) 
     ``min_std`` keeps channels that never move (e.g. a constant in synthetic data)
     from blowing up when the model divides by the std.
     """
+    frames = (conv.motion.reshape(-1, MOTION_DIM) for conv in conversations)
+    return _mean_std(frames, min_std, "no motion frames to compute statistics from")
+
+
+def _mean_std(blocks, min_std: float, empty_message: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (floored at ``min_std``) over blocks of frames [N, D],
+    from float64 sums and sums of squares (no copy of all frames at once)."""
     count = 0
     total = np.zeros(MOTION_DIM, np.float64)
     total_sq = np.zeros(MOTION_DIM, np.float64)
-    for conv in conversations:
-        frames = conv.motion.reshape(-1, MOTION_DIM).astype(np.float64)
-        count += frames.shape[0]
-        total += frames.sum(0)
-        total_sq += np.square(frames).sum(0)
+    for block in blocks:
+        block = np.asarray(block, np.float64)
+        count += block.shape[0]
+        total += block.sum(0)
+        total_sq += np.square(block).sum(0)
     if count == 0:
-        raise InputError("no motion frames to compute statistics from")
+        raise InputError(empty_message)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32)
@@ -96,22 +103,17 @@ def relative_motion_statistics(bank: "WindowBank", relative_mask: np.ndarray, an
     """``mean``/``std`` with the ``relative_mask`` channels replaced by the statistics of
     motion minus its window's anchor (the anchors the trainer draws), from sampled windows."""
     generator = torch.Generator(device=bank.device).manual_seed(seed)
-    mask = torch.as_tensor(relative_mask, dtype=torch.bool)
-    total = torch.zeros(MOTION_DIM, dtype=torch.float64)
-    total_sq = torch.zeros(MOTION_DIM, dtype=torch.float64)
-    count = 0
-    for _ in range(batches):
-        batch = bank.sample(batch_size, generator, anchor_strategy)
-        relative = (batch.motion - batch.anchor[:, None]).double().cpu().reshape(-1, MOTION_DIM)
-        total += relative.sum(0)
-        total_sq += relative.square().sum(0)
-        count += relative.shape[0]
-    rel_mean = (total / count).numpy()
-    rel_std = np.sqrt(np.maximum((total_sq / count).numpy() - rel_mean**2, 0.0))
-    mask_np = mask.numpy()
-    out_mean = np.where(mask_np, rel_mean, mean).astype(np.float32)
-    out_std = np.where(mask_np, np.maximum(rel_std, min_std), std).astype(np.float32)
-    return out_mean, out_std
+
+    def relative_blocks():
+        for _ in range(batches):
+            window, party = bank.draw(batch_size, generator)
+            motion = bank.gather_motion(window, party)
+            anchor, _ = choose_anchor(motion, anchor_strategy, generator)
+            yield (motion.double() - anchor[:, None].double()).reshape(-1, MOTION_DIM).cpu().numpy()
+
+    rel_mean, rel_std = _mean_std(relative_blocks(), min_std, "no windows to compute statistics from")
+    mask = np.asarray(relative_mask, dtype=bool)
+    return np.where(mask, rel_mean, mean).astype(np.float32), np.where(mask, rel_std, std).astype(np.float32)
 
 
 class WindowBank:
@@ -170,20 +172,28 @@ class WindowBank:
     def audio_samples_per_window(self) -> int:
         return self.audio_left + self.window_frames * SAMPLES_PER_FRAME + self.audio_right
 
+    def gather_motion(self, window: torch.Tensor, self_party: torch.Tensor) -> torch.Tensor:
+        """The self party's motion [B, W, D] of windows (indices) and self parties (0 = A, 1 = B)."""
+        frames = self.window_frame_start[window, None] + self._frame_offsets
+        return self.motion[self_party[:, None], frames]
+
     def gather(self, window: torch.Tensor, self_party: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(self_audio, other_audio, motion) for window indices and self-party indices (0 = A, 1 = B)."""
-        frames = self.window_frame_start[window, None] + self._frame_offsets
         samples = self.window_audio_start[window, None] + self._sample_offsets
         party = self_party[:, None]
-        motion = self.motion[party, frames]
         self_audio = self.audio[party, samples].float() / INT16_SCALE
         other_audio = self.audio[1 - party, samples].float() / INT16_SCALE
-        return self_audio, other_audio, motion
+        return self_audio, other_audio, self.gather_motion(window, self_party)
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random (window indices, self parties) from ``generator``."""
+        window = torch.randint(self.num_windows, (batch_size,), generator=generator, device=self.device)
+        self_party = torch.randint(2, (batch_size,), generator=generator, device=self.device)
+        return window, self_party
 
     def sample(self, batch_size: int, generator: torch.Generator, anchor_strategy: str = "last-weighted") -> WindowBatch:
         """A random batch; every draw comes from ``generator`` (on the bank's device), nothing else."""
-        window = torch.randint(self.num_windows, (batch_size,), generator=generator, device=self.device)
-        self_party = torch.randint(2, (batch_size,), generator=generator, device=self.device)
+        window, self_party = self.draw(batch_size, generator)
         self_audio, other_audio, motion = self.gather(window, self_party)
         anchor, keep = choose_anchor(motion, anchor_strategy, generator)
         return WindowBatch(self_audio, other_audio, motion, anchor, keep)

@@ -94,6 +94,39 @@ def test_flite_gives_per_sentence_audio_with_engine_timing():
     assert slow.phones[-1][2] > 1.15 * utts[0].phones[-1][2]
 
 
+def _median_f0(audio: np.ndarray, rate: int = 16000) -> float:
+    """Median pitch over loud 64 ms windows (autocorrelation peak between 60 and 500 Hz)."""
+    out = []
+    for start in range(0, len(audio) - 1024, 512):
+        seg = audio[start:start + 1024]
+        if np.sqrt(np.mean(seg ** 2)) < 0.03:
+            continue
+        seg = seg - seg.mean()
+        ac = np.correlate(seg, seg, "full")[1023:]
+        out.append(rate / (rate // 500 + np.argmax(ac[rate // 500:rate // 60])))
+    return float(np.median(out))
+
+
+@pytest.mark.tts
+@pytest.mark.skipif(not has_flite, reason="flite is not installed (apt-get install flite)")
+def test_timbre_makes_a_new_speaker_with_the_same_timing():
+    from dystream.data.tts import synthesize
+
+    sentence = ["We should go to the market before it closes, maybe around five."]
+    base = synthesize("flite:awb", sentence)[0]
+    for timbre in (0.88, 1.25):
+        other = synthesize("flite:awb", sentence, timbre=timbre)[0]
+        # pitch (and formants) scaled by the factor ...
+        assert abs(_median_f0(other.audio) / _median_f0(base.audio) / timbre - 1) < 0.06
+        # ... while the speaking rate and the phone timing stay
+        assert abs(other.duration / base.duration - 1) < 0.02
+        assert [p for p, _, _ in other.phones] == [p for p, _, _ in base.phones]
+        assert abs(other.phones[-1][2] / base.phones[-1][2] - 1) < 0.02
+        assert other.phones[-1][2] <= other.duration + 1e-6
+    with pytest.raises(InputError, match="timbre"):
+        synthesize("flite:awb", sentence, timbre=0)
+
+
 @pytest.mark.tts
 @pytest.mark.skipif(not has_flite, reason="flite is not installed (apt-get install flite)")
 def test_unknown_voice_names_the_known_ones():

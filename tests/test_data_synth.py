@@ -153,6 +153,30 @@ def test_resume_after_an_interruption_keeps_finished_shards(dataset, tmp_path):
     assert kept.stat().st_mtime_ns == kept_stat.st_mtime_ns and kept.stat().st_ino == kept_stat.st_ino
 
 
+def test_train_timbre_changes_the_training_speakers_only(dataset, tmp_path):
+    plain = tmp_path / "no-timbre"
+    synthesize_dataset(plain, tiny_settings(train_timbre=(1.0, 1.0)), workers=1, progress=False)
+    a, b = shard_contents(dataset), shard_contents(plain)
+    assert sorted(a) == sorted(b)
+    low, high = tiny_settings().train_timbre
+    changed = 0
+    for conv_id in a:
+        if conv_id.startswith("train"):
+            changed += a[conv_id][0].shape != b[conv_id][0].shape or not np.array_equal(a[conv_id][0], b[conv_id][0])
+        else:  # val and test conversations do not depend on the setting
+            np.testing.assert_array_equal(a[conv_id][0], b[conv_id][0])
+            np.testing.assert_array_equal(a[conv_id][1], b[conv_id][1])
+    assert changed == sum(c.startswith("train") for c in a) > 0
+    for split, root in (("train", dataset), ("val", dataset), ("train", plain)):
+        for path in shard_paths(root, split):
+            for conv in read_shard(path, with_audio=False):
+                timbres = conv.extra["timbre"]
+                if split == "train" and root == dataset:
+                    assert all(low <= t <= high for t in timbres) and timbres != [1.0, 1.0]
+                else:
+                    assert timbres == [1.0, 1.0]
+
+
 def test_other_settings_are_refused_in_an_existing_folder(dataset):
     with pytest.raises(InputError, match="seed"):
         synthesize_dataset(dataset, tiny_settings(seed=99), workers=1, progress=False)
@@ -165,6 +189,8 @@ def test_bad_settings_give_clear_errors(tmp_path):
         synthesize_dataset(tmp_path / "b", tiny_settings(), workers=0, progress=False)
     with pytest.raises(InputError, match="engine"):
         synthesize_dataset(tmp_path / "c", tiny_settings(engines=["festival"]), progress=False)
+    with pytest.raises(InputError, match="--train-timbre"):
+        synthesize_dataset(tmp_path / "d", tiny_settings(train_timbre=(1.3, 1.1)), progress=False)
 
 
 def test_inspect_reports_statistics_and_draws_an_example(dataset, tmp_path):

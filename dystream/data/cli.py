@@ -21,6 +21,19 @@ def _split_hours(text: str) -> dict[str, float]:
     return out
 
 
+def _timbre_range(text: str) -> tuple[float, float]:
+    """``0.88,1.25`` -> (0.88, 1.25); one number means a fixed factor."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH like 0.88,1.25 (or 1,1 for off), got {text!r}")
+    return values[0], values[1]
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="{synth,inspect,from-video}")
 
@@ -36,12 +49,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="shares of the splits, e.g. train=17,val=1,test=2 (scaled to --hours; "
                             "default train=0.85,val=0.05,test=0.10)")
     synth.add_argument("--engines", default="flite,espeak",
-                       help="speech engines: flite,espeak (14 voices) or flite (4 voices; no GPL engine)")
+                       help="speech engines: flite,espeak (41 voices) or flite (4 voices; no GPL engine)")
     synth.add_argument("--long-test-conversations", type=int, default=10,
                        help="5-minute conversations at the start of the test split, for drift measurements")
     synth.add_argument("--conversations-per-shard", type=int, default=8)
     synth.add_argument("--min-seconds", type=float, default=20.0, help="shortest conversation")
     synth.add_argument("--max-seconds", type=float, default=240.0, help="longest conversation (except long test ones)")
+    synth.add_argument("--train-timbre", type=_timbre_range, default=(0.88, 1.25), metavar="LOW,HIGH",
+                       help="training speakers only: scale each party's pitch and formants by a factor drawn "
+                            "log-uniformly in [LOW, HIGH] (more speakers from each voice; 1,1 = off). "
+                            "Val and test voices are never changed")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
 
@@ -72,7 +89,7 @@ def _synth(args: argparse.Namespace) -> int:
         engines=[e.strip() for e in args.engines.split(",") if e.strip()],
         long_test_conversations=args.long_test_conversations,
         conversations_per_shard=args.conversations_per_shard,
-        min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+        min_seconds=args.min_seconds, max_seconds=args.max_seconds, train_timbre=args.train_timbre)
     if args.split_hours is not None:
         shares = {"train": 0.0, "val": 0.0, "test": 0.0}
         unknown = set(args.split_hours) - set(shares)

@@ -98,8 +98,13 @@ def _phrases_of(utt: Utterance, start: float, end_limit: float) -> list[list[flo
     return phrases
 
 
-def build(rng: np.random.Generator, split: str, voices: list[str], target_seconds: float) -> ScriptResult:
-    """Synthesize and lay out one two-party conversation of at least ``target_seconds``."""
+def build(rng: np.random.Generator, split: str, voices: list[str], target_seconds: float,
+          timbres: tuple[float, float] = (1.0, 1.0)) -> ScriptResult:
+    """Synthesize and lay out one two-party conversation of at least ``target_seconds``.
+
+    ``timbres``: per party, the pitch-and-formant scale of its voice (see
+    :func:`dystream.data.tts.synthesize`); 1 = the voice as the engine makes it.
+    """
     timings = {"tts": 0.0, "augment": 0.0}
     speeds = [float(rng.uniform(0.9, 1.12)) for _ in range(2)]
     # tape speed is drawn first: the layout must be long enough to stay >= target after it
@@ -115,7 +120,7 @@ def build(rng: np.random.Generator, split: str, voices: list[str], target_second
             sentences = [s for p, turn in new_turns if p == party for s in turn]
             words = text.BACKCHANNELS if with_backchannels else []
             if sentences or words:
-                utts = synthesize(voices[party], sentences + words, speed=speeds[party])
+                utts = synthesize(voices[party], sentences + words, speed=speeds[party], timbre=timbres[party])
                 spoken[party] += utts[:len(sentences)]
                 if with_backchannels:
                     backchannels.append(utts[len(sentences):])
@@ -225,7 +230,7 @@ def build(rng: np.random.Generator, split: str, voices: list[str], target_second
     timings["augment"] = time.perf_counter() - t0
     for lab in labels:
         _rescale_times(lab, 1.0 / speed)
-    info = {"speech_rate": speeds, "tape_speed": speed,
+    info = {"speech_rate": speeds, "tape_speed": speed, "timbre": [round(float(t), 4) for t in timbres],
             "augmentation": [a.as_dict() for a in party_aug],
             "interruptions": sum(p.cut is not None for p in placed),
             "sentences": [[s for p, turn in turns if p == party for s in turn] for party in range(2)]}

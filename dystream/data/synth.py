@@ -48,6 +48,9 @@ class SynthSettings:
     conversations_per_shard: int = 8
     min_seconds: float = _MIN_SECONDS
     max_seconds: float = _MAX_SECONDS
+    # Training speakers only: each party's voice gets a pitch-and-formant scale drawn
+    # log-uniformly from this range (new speakers from each engine voice); (1, 1) = off.
+    train_timbre: tuple[float, float] = (0.88, 1.25)
 
     def validate(self) -> None:
         if not self.hours > 0:
@@ -62,6 +65,9 @@ class SynthSettings:
             raise InputError("--long-test-conversations must be 0 or more")
         if not 5.0 <= self.min_seconds <= self.max_seconds:
             raise InputError("conversation lengths need 5 <= --min-seconds <= --max-seconds")
+        low, high = self.train_timbre
+        if not 0.5 <= low <= high <= 2.0:
+            raise InputError(f"--train-timbre needs 0.5 <= LOW <= HIGH <= 2, got {low},{high}")
 
 
 @dataclass(frozen=True)
@@ -120,12 +126,25 @@ def generate_conversation(planned: PlannedConversation, settings: SynthSettings,
     rng = np.random.default_rng(np.random.SeedSequence(
         [settings.seed, SPLIT_CODES[planned.split], planned.index]))
     pool = voices_by_split[planned.split]
-    if len(pool) >= 2:
+    if len(pool) >= 2 and planned.split == "train":
+        # each engine gets an equal share of the training parties, however many voices it has
+        engines = [v.split(":", 1)[0] for v in pool]
+        weights = np.array([1.0 / engines.count(e) for e in engines])
+        chosen = rng.choice(len(pool), size=2, replace=False, p=weights / weights.sum())
+        voices = [pool[int(chosen[0])], pool[int(chosen[1])]]
+    elif len(pool) >= 2:
         chosen = rng.choice(len(pool), size=2, replace=False)
         voices = [pool[int(chosen[0])], pool[int(chosen[1])]]
     else:  # one voice in the split: two "people" with one voice, different speed/augmentation
         voices = [pool[0], pool[0]]
-    result = script.build(rng, planned.split, voices, planned.target_seconds)
+    timbres = (1.0, 1.0)
+    if planned.split == "train" and tuple(settings.train_timbre) != (1.0, 1.0):
+        # its own stream, so the other draws (and val/test) do not depend on this setting
+        timbre_rng = np.random.default_rng(np.random.SeedSequence(
+            [settings.seed, SPLIT_CODES[planned.split], planned.index, 1]))
+        low, high = np.log(settings.train_timbre)
+        timbres = tuple(float(np.exp(timbre_rng.uniform(low, high))) for _ in range(2))
+    result = script.build(rng, planned.split, voices, planned.target_seconds, timbres)
 
     t0 = time.perf_counter()
     num_frames = result.audio.shape[1] // SAMPLES_PER_FRAME
@@ -176,7 +195,9 @@ def _write(root: Path, split: str, number: int, conversations: list[Conversation
 def _manifest_settings(settings: SynthSettings) -> dict[str, Any]:
     from dystream import __version__
 
-    return {"schema_version": SCHEMA_VERSION, "dystream_version": __version__, **asdict(settings)}
+    # through JSON, so a tuple compares equal to the list read back when resuming
+    return json.loads(json.dumps({"schema_version": SCHEMA_VERSION, "dystream_version": __version__,
+                                  **asdict(settings)}))
 
 
 def _open_manifest(root: Path, settings: SynthSettings, voices: dict[str, list[str]]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ only ``kal16`` is used.
 
 Two voice sets exist:
 
-* ``flite,espeak`` (default): 4 flite speakers + 10 espeak-ng speakers
+* ``flite,espeak`` (default): 4 flite speakers + 37 espeak-ng speakers
   (espeak-ng is GPL; it runs in a separate process and is never imported by the
   core; ``pip install espeakng-loader`` provides it).
 * ``flite``: the 4 flite speakers only; the test split then has 1 unseen voice.
@@ -23,9 +23,17 @@ FLITE_SPLITS = {
     "test": ["flite:slt"],
 }
 # espeak-ng language (accent) + variant (speaker: formants, pitch, voice quality)
+_TRAIN_ACCENTS = ("en-us", "en", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+# More speakers for training: espeak-ng's community variants (each a formant set,
+# pitch range and voice quality), spread over the training accents. The val and
+# test variants (f3, f4, m7) and accents (scotland, rp, 029) stay out.
+_MORE_TRAIN_VARIANTS = ("m4", "m5", "m8", "Alex", "Andy", "Annie", "adam", "benjamin", "david", "ed",
+                        "edward", "linda", "max", "paul", "robert", "steph", "travis", "Lee", "belinda",
+                        "aunty", "grandma", "grandpa", "quincy", "michel", "Denis", "Gene", "Mike")
 ESPEAK_SPLITS = {
     "train": ["espeak:en-us+m1", "espeak:en+f2", "espeak:en-us-nyc+m3",
-              "espeak:en-us+f5", "espeak:en-gb-x-gbcwmd+m2", "espeak:en-us+m6", "espeak:en+f1"],
+              "espeak:en-us+f5", "espeak:en-gb-x-gbcwmd+m2", "espeak:en-us+m6", "espeak:en+f1"]
+    + [f"espeak:{_TRAIN_ACCENTS[i % len(_TRAIN_ACCENTS)]}+{v}" for i, v in enumerate(_MORE_TRAIN_VARIANTS)],
     "val": ["espeak:en-gb-scotland+f4"],
     "test": ["espeak:en-gb-x-rp+f3", "espeak:en-029+m7"],
 }

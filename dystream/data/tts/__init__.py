@@ -36,11 +36,24 @@ class Utterance:
         return len(self.audio) / SAMPLE_RATE
 
 
-def synthesize(voice_id: str, sentences: list[str], *, speed: float = 1.0) -> list[Utterance]:
+def synthesize(voice_id: str, sentences: list[str], *, speed: float = 1.0, timbre: float = 1.0) -> list[Utterance]:
     """Speak each sentence with one voice (``engine:name``, see :mod:`dystream.data.voices`).
 
     ``speed`` > 1 speaks slower (the engine stretches durations, phone times follow).
+    ``timbre`` != 1 makes a new speaker of the voice: pitch and formants are scaled
+    by ``timbre`` (the engine speaks ``timbre`` times slower, then the audio is
+    played ``timbre`` times faster), so the speaking rate and timing stay as asked.
     """
+    if not timbre > 0:
+        raise InputError(f"timbre must be positive, got {timbre}")
+    if abs(timbre - 1.0) > 1e-6:
+        from dystream.data.augment import change_speed
+
+        slow = synthesize(voice_id, sentences, speed=speed * timbre)
+        scale = 1.0 / timbre
+        return [Utterance(u.text, change_speed(u.audio, timbre),
+                          [(p, s * scale, e * scale) for p, s, e in u.phones],
+                          [(w, s * scale, e * scale) for w, s, e in u.words]) for u in slow]
     engine, _, name = voice_id.partition(":")
     if engine == "flite":
         from dystream.data.tts import flite

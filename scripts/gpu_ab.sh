@@ -10,7 +10,9 @@
 # VARIANTS: "name:train-flags" pairs separated by ";" (at most 7: $OUT takes 8 files).
 # Settings (environment): MINUTES=6 PRESET=small BATCH=64 SEED=0 HOURS=20 WORKERS=16, and
 # RESUME=1 to continue every variant from its checkpoint on a machine that is still warm
-# (data/gpu and runs/ab kept; MINUTES counts the training time of all commands together).
+# (data/gpu and runs/ab kept; MINUTES counts the training time of all commands together),
+# SKIP_DATA=1 to start fresh runs on data already made. A variant may train on other
+# data with its own `--data DIR` flag (the last --data wins).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -23,7 +25,7 @@ mkdir -p "$OUT" "$runs"
 
 resume=()
 [ "${RESUME:-0}" = 1 ] && resume=(--resume)
-if [ "${RESUME:-0}" != 1 ]; then
+if [ "${RESUME:-0}" != 1 ] && [ "${SKIP_DATA:-0}" != 1 ]; then
     bash "$repo/scripts/gpu_train.sh" data
 fi
 set +u; source "$repo/scripts/device_setup.sh"; set -u

@@ -10,7 +10,9 @@
 # VARIANTS: "name:train-flags" pairs separated by ";" (at most 7: $OUT takes 8 files).
 # Settings (environment): MINUTES=6 PRESET=small BATCH=64 SEED=0 HOURS=20 WORKERS=16, and
 # RESUME=1 to continue every variant from its checkpoint on a machine that is still warm
-# (data/gpu and runs/ab kept; MINUTES counts the training time of all commands together),
+# (data/gpu and runs/ab kept; MINUTES is the training time of THIS command: `--max-minutes`
+# budgets one invocation; with ~60 s of start-up and loading, keep MINUTES <= 8 in a
+# 10-minute device command),
 # SKIP_DATA=1 to start fresh runs on data already made. A variant may train on other
 # data with its own `--data DIR` flag (the last --data wins).
 set -euo pipefail

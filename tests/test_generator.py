@@ -141,7 +141,8 @@ def test_guidance_plan_skips_zero_weights_and_combines_on_x0():
     with pytest.raises(InputError):
         plan_guidance({"audio": 1.0})
     x0 = torch.tensor([[1.0], [2.0], [4.0], [8.0]])  # none, self, other, all
-    guided = default.combine(x0, default.weight_tensor())
+    shared = plan_guidance(pose_guidance=1.0)  # every channel guided alike (tests/test_generator_guidance.py)
+    guided = shared.combine(x0, shared.weight_tensor())
     assert guided.item() == pytest.approx(1 + 0.5 * 1 + 0.5 * 3 + 1.0 * 7)
 
 

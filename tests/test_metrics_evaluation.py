@@ -131,3 +131,10 @@ def test_cli_scores_a_generator_checkpoint(conversations, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert len(report["model"]["per_seed"]) == 2
     assert "model" in capsys.readouterr().out
+    from dystream.generator.config import DEFAULT_POSE_GUIDANCE
+
+    assert report["settings"]["pose_guidance"] == DEFAULT_POSE_GUIDANCE
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint", str(weights),
+                 "--steps", "2", "--pose-guidance", "1", "-o", str(out)]) == 0
+    paper_pose = json.loads(out.read_text())
+    assert paper_pose["settings"]["pose_guidance"] == 1.0

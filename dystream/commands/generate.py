@@ -32,11 +32,25 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion-out", help="also write the generated motion (.npz, .json or .csv)")
     parser.add_argument("--steps", type=int, default=5, help="flow sampler steps per frame (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same motion)")
+    add_pose_guidance_option(parser)
     parser.add_argument("--lookahead-ms", type=int,
                         help="audio lookahead the weights must have been trained with (checked, default: theirs)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--weights", help="generator weights (.safetensors); default: the bundled small model")
     parser.add_argument("--resolution", type=int, default=256, choices=[256, 512], help="rendered frame size")
+
+
+def add_pose_guidance_option(parser: argparse.ArgumentParser) -> None:
+    """``--pose-guidance`` (also used by ``dystream evaluate``)."""
+    import json
+
+    from dystream.generator.config import DEFAULT_POSE_GUIDANCE
+
+    parser.add_argument("--pose-guidance", metavar="S|JSON",
+                        help="guidance of the head pose channels: a JSON dict of branch weights merged over "
+                             "the expression's (self 0.5, other 0.5, all 1), or a scale in [0, 1] toward the "
+                             "'all' branch (1 = the pose guided like the expression, as in the paper; "
+                             f"0 = the 'all' branch alone); default {json.dumps(DEFAULT_POSE_GUIDANCE)}")
 
 
 def mix(self_audio: np.ndarray, other_audio: np.ndarray | None) -> np.ndarray:
@@ -52,13 +66,14 @@ def mix(self_audio: np.ndarray, other_audio: np.ndarray | None) -> np.ndarray:
 
 
 def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarray | None, output, *,
-               motion_out=None, steps=5, seed=0, lookahead_ms=None, device="cpu", weights=None,
-               resolution=256, log=print) -> dict:
+               motion_out=None, steps=5, seed=0, pose_guidance=None, lookahead_ms=None, device="cpu",
+               weights=None, resolution=256, log=print) -> dict:
     """The whole offline pipeline on arrays; returns timings and sizes."""
     import torch
 
     from dystream.autoencoder import load_autoencoder
     from dystream.config import SAMPLES_PER_FRAME
+    from dystream.generator.guidance import plan_guidance
     from dystream.generator.inference import generate_motion
     from dystream.generator.retarget import photo_anchor, to_photo
     from dystream.generator.weights import load_generator
@@ -69,6 +84,7 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
         raise InputError("the self audio is shorter than one 40 ms frame; give at least a second of speech")
     if steps < 1:
         raise InputError(f"--steps must be at least 1, got {steps}")
+    plan_guidance(None, pose_guidance)  # a bad --pose-guidance fails before the models load
     started = time.perf_counter()
     model = load_generator(weights, device)
     trained = {model.cfg.self_lookahead_ms, model.cfg.other_lookahead_ms}
@@ -83,7 +99,8 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
     appearance, m0 = autoencoder.encode(photo)
     t_encode = time.perf_counter()
     anchor = photo_anchor(model, m0)
-    generated = generate_motion(model, self_audio, other_audio, anchor, steps=steps, seed=seed, device=device)
+    generated = generate_motion(model, self_audio, other_audio, anchor, steps=steps, seed=seed,
+                                pose_guidance=pose_guidance, device=device)
     motion = to_photo(generated, anchor, m0)  # the photo's own expression + the generated movement
     t_motion = time.perf_counter()
     if motion_out:
@@ -107,7 +124,11 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
 
 def run(args) -> int:
     from dystream.audio.io import load_audio
+    from dystream.generator.guidance import parse_pose_guidance, plan_guidance
     from dystream.video import read_image
+
+    pose_guidance = parse_pose_guidance(args.pose_guidance)
+    plan_guidance(None, pose_guidance)
 
     for label, path in (("photo", args.photo), ("self audio", args.self_audio), ("other audio", args.other_audio)):
         if path is not None and not Path(path).is_file():
@@ -118,6 +139,6 @@ def run(args) -> int:
     if not np.any(self_audio):
         print(f"note: {args.self_audio} is silent: the face will only listen", file=sys.stderr)
     make_video(photo, self_audio, other_audio, args.output, motion_out=args.motion_out, steps=args.steps,
-               seed=args.seed, lookahead_ms=args.lookahead_ms, device=args.device, weights=args.weights,
-               resolution=args.resolution)
+               seed=args.seed, pose_guidance=pose_guidance, lookahead_ms=args.lookahead_ms, device=args.device,
+               weights=args.weights, resolution=args.resolution)
     return 0

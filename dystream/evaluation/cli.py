@@ -42,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many hours of conversation (in shard order)")
     parser.add_argument("--steps", type=int, default=5, help="sampler steps of the generator")
     parser.add_argument("--device", default="cpu", help="torch device of the generator")
+    from dystream.commands.generate import add_pose_guidance_option
+
+    add_pose_guidance_option(parser)
     parser.add_argument("-o", "--output", default=None, help="write the full report as JSON here")
     parser.set_defaults(func=run)
 
@@ -91,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     from dystream.data.schema import iter_conversations, shard_paths
     from dystream.evaluation.core import evaluate_many
     from dystream.evaluation.predictors import generator_predictor, rms_baseline_predictor
+    from dystream.generator.config import DEFAULT_POSE_GUIDANCE
+    from dystream.generator.guidance import parse_pose_guidance, plan_guidance
+
+    pose_guidance = parse_pose_guidance(args.pose_guidance)
+    plan_guidance(None, pose_guidance)  # a bad --pose-guidance fails before any work
 
     try:
         shards = shard_paths(args.data, args.split)
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_model:
         try:
             predictors["model"] = generator_predictor(args.checkpoint, device=args.device,
-                                                      steps=args.steps)
+                                                      steps=args.steps, pose_guidance=pose_guidance)
         except MissingDependencyError as exc:
             if args.checkpoint is not None:
                 raise
@@ -121,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     report["settings"] = {"data": str(args.data), "split": args.split,
                           "checkpoint": args.checkpoint, "steps": args.steps,
+                          "pose_guidance": DEFAULT_POSE_GUIDANCE if pose_guidance is None else pose_guidance,
                           "seeds": args.seeds, "max_hours": args.max_hours}
     data = report["data"]
     print(f"{data['conversations']} conversations, {data['hours']:.2f} h, "

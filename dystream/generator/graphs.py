@@ -43,11 +43,13 @@ class FrameStep:
     [B, D] (raw units; the same buffer every frame). Call inside ``torch.inference_mode()``.
     """
 
-    def __init__(self, model: Generator, anchors, seeds: Sequence[int], *, steps: int = 5, guidance=None) -> None:
+    def __init__(self, model: Generator, anchors, seeds: Sequence[int], *, steps: int = 5, guidance=None,
+                 pose_guidance=None) -> None:
         anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, model.cfg.motion_dim)
         self.model = model
         # The rollout holds the constants (guidance plan, sigmas, flow-time terms) and the ring cache.
-        self.rollout = Rollout(model, anchors, steps=steps, seed=list(seeds), guidance=guidance)
+        self.rollout = Rollout(model, anchors, steps=steps, seed=list(seeds), guidance=guidance,
+                               pose_guidance=pose_guidance)
         r = self.rollout
         b, device, dtype = r.streams, r.device, r.dtype
         enc_s, enc_o = model.self_encoder, model.other_encoder
@@ -149,13 +151,13 @@ class GraphedFrameStep:
 
 
 def frame_step(model: Generator, anchors, seeds: Sequence[int], *, steps: int = 5, guidance=None,
-               graphs: bool | None = None) -> tuple[FrameStep | GraphedFrameStep, bool]:
+               pose_guidance=None, graphs: bool | None = None) -> tuple[FrameStep | GraphedFrameStep, bool]:
     """(step, graphed): a CUDA-graphed frame step where possible, else the eager ``FrameStep``.
 
     ``graphs`` None follows ``DYSTREAM_CUDA_GRAPHS``; graphs are only tried on CUDA. A
     capture that fails prints a warning and returns the eager step (same function).
     """
-    step = FrameStep(model, anchors, seeds, steps=steps, guidance=guidance)
+    step = FrameStep(model, anchors, seeds, steps=steps, guidance=guidance, pose_guidance=pose_guidance)
     want = graphs_enabled() if graphs is None else graphs
     if not want or step.rollout.device.type != "cuda":
         return step, False
@@ -165,5 +167,6 @@ def frame_step(model: Generator, anchors, seeds: Sequence[int], *, steps: int = 
         print(f"warning: CUDA graph capture failed ({type(exc).__name__}: {exc}); running eager "
               f"(set {GRAPHS_ENV}=0 to skip the attempt)", file=sys.stderr)
         torch.cuda.synchronize()
-        step = FrameStep(model, anchors, seeds, steps=steps, guidance=guidance)  # fresh buffers
+        step = FrameStep(model, anchors, seeds, steps=steps, guidance=guidance,
+                         pose_guidance=pose_guidance)  # fresh buffers
         return step, False

@@ -9,16 +9,37 @@ does in training. The x0 predictions are combined as
 
 with u the "none" branch. Branches whose weight is zero are not computed; the
 rest run as one batch.
+
+The head pose channels (pitch .. log_scale) can take their own weights
+(``pose_guidance``), in one of two forms:
+
+* a scale s in [0, 1]: the pose's coefficients are s * c + (1 - s) * e_all, with c
+  the coefficients of every other channel and e_all the "all" branch alone (s = 1:
+  the same guidance everywhere; s = 0: the pose is the "all" branch's prediction);
+* a dict of branch weights, merged over the expression weights (as ``guidance`` is
+  merged over the paper defaults): {"self": 0} guides the pose by everything but
+  the self audio.
+
+Why: on the bundled weights the self-audio term of the guidance, extrapolated on
+the pose, walks the head away from the anchor over minutes (the expression
+channels, lip-sync, want that term); without it the pose stays near the anchor and
+the partner-audio term still drives the listening nods. The combination is one
+small op either way: a [n] coefficient vector (matmul) when every channel shares
+the weights, an [n, D] one (multiply and sum over the branches) otherwise.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 
 from dystream.errors import InputError
-from dystream.generator.config import BRANCHES, DEFAULT_GUIDANCE
+from dystream.generator.config import BRANCHES, DEFAULT_GUIDANCE, DEFAULT_POSE_GUIDANCE
+from dystream.motion import MOTION_DIM, POSE_SLICE
 
 _KEEPS = {  # branch -> (self audio, other audio, anchor)
     "none": (False, False, False),
@@ -31,10 +52,15 @@ _KEEPS = {  # branch -> (self audio, other audio, anchor)
 
 @dataclass(frozen=True)
 class GuidancePlan:
-    """Branches to run (in batch order) and the weight of each (0 for the base "none")."""
+    """Branches to run (in batch order) and the weight of each (0 for the base "none").
+
+    ``pose_weights`` (same order) are the head pose channels' own branch weights, or
+    None where they use ``weights`` like every other channel.
+    """
 
     branches: tuple[str, ...]
     weights: tuple[float, ...]
+    pose_weights: tuple[float, ...] | None = None
 
     @property
     def size(self) -> int:
@@ -45,36 +71,115 @@ class GuidancePlan:
         keeps = torch.tensor([_KEEPS[b] for b in self.branches], dtype=torch.bool, device=device)
         return keeps[:, 0], keeps[:, 1], keeps[:, 2]
 
-    def weight_tensor(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """Coefficients c [n] with guided x0 = sum_i c_i x0_i: the base "none" gets 1 - sum(w)."""
-        coefficients = list(self.weights)
+    def _coefficients(self, weights: tuple[float, ...]) -> list[float]:
+        coefficients = list(weights)
         if self.size > 1:
-            coefficients[0] = 1.0 - sum(self.weights[1:])
-        return torch.tensor(coefficients, device=device, dtype=dtype)
+            coefficients[0] = 1.0 - sum(weights[1:])
+        return coefficients
+
+    def weight_tensor(self, device=None, dtype=torch.float32, dim: int = MOTION_DIM) -> torch.Tensor:
+        """Coefficients with guided x0 = sum_i c_i x0_i: the base "none" gets 1 - sum(w).
+
+        [n] when every channel shares them; [n, dim] (a column per motion channel) when
+        the pose has its own weights.
+        """
+        coefficients = torch.tensor(self._coefficients(self.weights), device=device, dtype=dtype)
+        if self.pose_weights is None:
+            return coefficients
+        if dim != MOTION_DIM:
+            raise InputError(f"per-channel pose guidance needs {MOTION_DIM} motion channels, not {dim}")
+        per_channel = coefficients[:, None].repeat(1, dim)
+        pose = torch.tensor(self._coefficients(self.pose_weights), device=device, dtype=dtype)
+        per_channel[:, POSE_SLICE] = pose[:, None]
+        return per_channel
 
     def combine(self, x0: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """x0 [n, D] per branch -> guided x0 [D] (one small matmul); coefficients from ``weight_tensor``."""
+        """x0 [..., n, D] per branch -> guided x0 [..., D] (one small op); coefficients from
+        ``weight_tensor`` ([n]: a matmul; [n, D]: a weighted sum over the branches)."""
         if self.size == 1:
-            return x0[0]
-        return coefficients @ x0
+            return x0[..., 0, :]
+        if coefficients.dim() == 1:
+            return coefficients @ x0
+        return (coefficients * x0).sum(-2)
 
 
-def plan_guidance(weights: dict[str, float] | None = None) -> GuidancePlan:
-    """The branches worth running for these weights (paper defaults when None).
-
-    With all weights zero the model runs unconditioned ("none" only); with only
-    ``all`` at weight 1 the base cancels and just "all" runs.
-    """
-    merged = dict(DEFAULT_GUIDANCE)
+def _merge(base: dict[str, float], weights: dict[str, float] | None, what: str) -> dict[str, float]:
+    merged = dict(base)
     if weights:
         unknown = set(weights) - set(BRANCHES[1:])
         if unknown:
-            raise InputError(f"unknown guidance branch {sorted(unknown)}; use {', '.join(BRANCHES[1:])}")
-        merged.update({k: float(v) for k, v in weights.items()})
-    active = [(b, merged[b]) for b in BRANCHES[1:] if merged[b] != 0.0]
-    if len(active) == 1 and active[0] == ("all", 1.0):
+            raise InputError(f"unknown {what} branch {sorted(unknown)}; use {', '.join(BRANCHES[1:])}")
+        for k, v in weights.items():
+            try:
+                merged[k] = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"{what} weight of {k!r} must be a number, got {v!r}") from None
+            if not math.isfinite(merged[k]):
+                raise InputError(f"{what} weight of {k!r} must be finite, got {v!r}")
+    return merged
+
+
+def pose_weights(weights: dict[str, float], pose_guidance) -> dict[str, float]:
+    """The pose channels' branch weights for ``pose_guidance`` (a scale or a dict, see the
+    module docstring); ``weights`` are the merged expression weights (every branch named)."""
+    if isinstance(pose_guidance, dict):
+        return _merge(weights, pose_guidance, "pose guidance")
+    if isinstance(pose_guidance, bool) or not isinstance(pose_guidance, Real) \
+            or not 0.0 <= float(pose_guidance) <= 1.0:
+        raise InputError(f"pose guidance must be a scale in [0, 1] (1: the same guidance as the "
+                         f"expression, 0: the \"all\" branch only) or a dict of branch weights, "
+                         f"got {pose_guidance!r}")
+    s = float(pose_guidance)
+    if s == 1.0:
+        return dict(weights)
+    if weights["all"] == 0.0:
+        raise InputError(f"pose guidance {s:g} < 1 pulls the pose toward the \"all\" branch, but its "
+                         f"guidance weight is 0 (so it is not computed); give \"all\" a weight or use "
+                         f"pose guidance 1")
+    # s * c + (1 - s) * e_all on the coefficients, i.e. on the weights (the base takes the rest).
+    return {b: s * w + (1.0 - s) * (b == "all") for b, w in weights.items()}
+
+
+def parse_pose_guidance(text: str | None):
+    """A command line's ``--pose-guidance``: a scale ("0.25") or a JSON dict of branch
+    weights ('{"self": 0}'); None stays None (the default). Checked by ``plan_guidance``."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"--pose-guidance must be a scale in [0, 1] (e.g. 0.25) or a JSON dict of branch "
+                         f"weights (e.g. '{{\"self\": 0}}'), got {text!r}")
+    return value
+
+
+def plan_guidance(weights: dict[str, float] | None = None, pose_guidance=None) -> GuidancePlan:
+    """The branches worth running for these weights (paper defaults when None).
+
+    With all weights zero the model runs unconditioned ("none" only); with only
+    ``all`` at weight 1 the base cancels and just "all" runs. ``pose_guidance``: a
+    scale in [0, 1] or a dict of the pose channels' own weights (module docstring).
+    None means ``DEFAULT_POSE_GUIDANCE`` with the default ``weights`` (None), and the
+    pose guided like every other channel (scale 1) with weights of the caller's own,
+    so that guidance given without ``pose_guidance`` means what it always did.
+    """
+    merged = _merge(DEFAULT_GUIDANCE, weights, "guidance")
+    if pose_guidance is None:
+        pose_guidance = 1.0 if weights else DEFAULT_POSE_GUIDANCE
+    pose = pose_weights(merged, pose_guidance)
+    names = [b for b in BRANCHES[1:] if merged[b] != 0.0 or pose[b] != 0.0]
+    expression = tuple(merged[b] for b in names)
+    per_pose = None if pose == merged else tuple(pose[b] for b in names)
+    if names == ["all"] and merged["all"] == 1.0 and pose["all"] == 1.0:
         return GuidancePlan(("all",), (1.0,))
-    return GuidancePlan(("none",) + tuple(b for b, _ in active), (0.0,) + tuple(w for _, w in active))
+    return GuidancePlan(("none",) + tuple(names), (0.0,) + expression,
+                        None if per_pose is None else (0.0,) + per_pose)
 
 
 _MASK32 = 0xFFFFFFFF

@@ -99,19 +99,22 @@ class Rollout:
     returns motion [D], the streaming session's path) or [B, D] with ``seed`` a
     sequence of B seeds (``step`` takes [B, H] per stream and returns [B, D]). All
     guidance branches of all streams run as one batch; the noise of frame t of a
-    stream depends only on (its seed, t). Call inside ``torch.inference_mode()``.
+    stream depends only on (its seed, t). ``guidance`` / ``pose_guidance``: branch
+    weights of every channel / of the head pose channels (``plan_guidance``; None:
+    the defaults). Call inside ``torch.inference_mode()``.
     """
 
     def __init__(self, model: Generator, anchor, *, steps: int = 5, seed: int | Sequence[int] = 0,
-                 guidance=None) -> None:
+                 guidance=None, pose_guidance=None) -> None:
         if steps < 1:
             raise InputError(f"steps must be >= 1, got {steps}")
         self.model, self.steps = model, int(steps)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.plan = plan_guidance(guidance)
+        self.plan = plan_guidance(guidance, pose_guidance)
         self.keep_self, self.keep_other, self.keep_anchor = self.plan.keep_masks(self.device)
-        self.weights = self.plan.weight_tensor(self.device, self.dtype)
+        # [n], or [n, D] when the pose channels have their own coefficients.
+        self.weights = self.plan.weight_tensor(self.device, self.dtype, model.cfg.motion_dim)
         anchor = torch.as_tensor(np.asarray(anchor, dtype=np.float32), device=self.device).to(self.dtype)
         d = model.cfg.motion_dim
         self.single = anchor.dim() == 1
@@ -195,7 +198,7 @@ class Rollout:
                 return self.plan.combine(x0, self.weights).view(1, -1)
             if n == 1:
                 return x0
-            return self.weights @ x0.view(b, n, -1)  # [n] @ [B, n, D] -> [B, D]
+            return self.plan.combine(x0.view(b, n, -1), self.weights)  # [B, n, D] -> [B, D]
 
         return euler_sample(denoise, noise, self.sigmas)
 
@@ -258,12 +261,14 @@ def encode_clip(model: Generator, self_audio: np.ndarray, other_audio: np.ndarra
 
 
 def generate_motion(model: Generator, self_audio, other_audio, anchor, *, steps: int = 5, seed: int = 0,
-                    guidance=None, device="cpu") -> np.ndarray:
+                    guidance=None, pose_guidance=None, device="cpu") -> np.ndarray:
     """Motion [T, D] for a whole clip, T = len(self_audio) // 640.
 
     ``other_audio`` None means a silent partner; a shorter partner track is padded
-    with silence, a longer one cut to the self track.
+    with silence, a longer one cut to the self track. ``guidance`` / ``pose_guidance``:
+    see :mod:`dystream.generator.guidance` (None: the defaults).
     """
+    plan_guidance(guidance, pose_guidance)  # bad weights fail before any work
     self_audio = _as_audio(self_audio, "self audio")
     num_frames = _frames_of(model, self_audio)
     other_audio = np.zeros(0, np.float32) if other_audio is None else _as_audio(other_audio, "other audio")
@@ -276,7 +281,8 @@ def generate_motion(model: Generator, self_audio, other_audio, anchor, *, steps:
                 # Batch-1 frame steps are small matmuls: handing them to a second thread costs
                 # more than it saves (measured: several times slower on a busy 2-core CPU).
                 torch.set_num_threads(1)
-            rollout = Rollout(model, anchor, steps=steps, seed=seed, guidance=guidance)
+            rollout = Rollout(model, anchor, steps=steps, seed=seed, guidance=guidance,
+                              pose_guidance=pose_guidance)
             frames = [rollout.step(self_features[:, t], other_features[:, t]) for t in range(num_frames)]
             return torch.stack(frames).float().cpu().numpy()
     finally:
@@ -284,8 +290,9 @@ def generate_motion(model: Generator, self_audio, other_audio, anchor, *, steps:
         model.train(was_training)
 
 
-def generate_motion_batch(model: Generator, items, *, steps: int = 5, guidance=None, device="cpu",
-                          batch_size: int | None = None, threads: int | None = None) -> list[np.ndarray]:
+def generate_motion_batch(model: Generator, items, *, steps: int = 5, guidance=None, pose_guidance=None,
+                          device="cpu", batch_size: int | None = None,
+                          threads: int | None = None) -> list[np.ndarray]:
     """Motion for many clips at once: ``items`` are (self_audio, other_audio, anchor, seed).
 
     Returns one array [T_i, D] per item, in order, T_i = len(self_audio_i) // 640; each
@@ -296,6 +303,7 @@ def generate_motion_batch(model: Generator, items, *, steps: int = 5, guidance=N
     as ``generate_motion``; more pays off only for large batches on an idle machine).
     """
     items = list(items)
+    plan_guidance(guidance, pose_guidance)  # bad weights fail before any work
     if not items:
         return []
     if batch_size is not None and batch_size < 1:
@@ -329,7 +337,7 @@ def generate_motion_batch(model: Generator, items, *, steps: int = 5, guidance=N
             for start in range(0, len(order), size):
                 chunk = order[start: start + size]
                 for k, motion in zip(chunk, _rollout_chunk(model, [clips[k] for k in chunk], steps, guidance,
-                                                           device)):
+                                                           pose_guidance, device)):
                     results[k] = motion
     finally:
         torch.set_num_threads(old_threads)
@@ -337,7 +345,7 @@ def generate_motion_batch(model: Generator, items, *, steps: int = 5, guidance=N
     return results  # type: ignore[return-value]
 
 
-def _rollout_chunk(model: Generator, clips, steps: int, guidance, device) -> list[np.ndarray]:
+def _rollout_chunk(model: Generator, clips, steps: int, guidance, pose_guidance, device) -> list[np.ndarray]:
     """Clips sorted longest first -> their motion; the batch shrinks as clips end."""
     lengths = [c[4] for c in clips]
     longest = lengths[0]
@@ -348,7 +356,7 @@ def _rollout_chunk(model: Generator, clips, steps: int, guidance, device) -> lis
         other_feats.append(torch.nn.functional.pad(f_other[0], (0, 0, 0, longest - frames)))
     self_feats, other_feats = torch.stack(self_feats), torch.stack(other_feats)  # [B, T, H]
     rollout = Rollout(model, np.stack([c[2] for c in clips]), steps=steps, seed=[c[3] for c in clips],
-                      guidance=guidance)
+                      guidance=guidance, pose_guidance=pose_guidance)
     out = torch.zeros(len(clips), longest, model.cfg.motion_dim, device=rollout.device, dtype=rollout.dtype)
     active = len(clips)
     for t in range(longest):

@@ -93,7 +93,7 @@ class StreamingSession:
     """
 
     def __init__(self, model: Generator, anchor, *, steps: int = 5, seed: int = 0, guidance=None,
-                 autoencoder=None, appearance=None, photo_motion=None) -> None:
+                 pose_guidance=None, autoencoder=None, appearance=None, photo_motion=None) -> None:
         if (autoencoder is None) != (appearance is None):
             raise InputError("give both an autoencoder and an appearance to render, or neither")
         self.render_offset = None
@@ -105,7 +105,8 @@ class StreamingSession:
         self.device, self.dtype = param.device, param.dtype
         self.autoencoder, self.appearance = autoencoder, appearance
         with torch.inference_mode():
-            self.rollout = Rollout(model, anchor, steps=steps, seed=seed, guidance=guidance)
+            self.rollout = Rollout(model, anchor, steps=steps, seed=seed, guidance=guidance,
+                                   pose_guidance=pose_guidance)
         self.streams = (
             _StreamInput(model.self_encoder, self.cfg.front_left_samples, self.cfg.samples_per_frame,
                          self.device, self.dtype),

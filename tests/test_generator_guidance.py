@@ -1,0 +1,243 @@
+"""Per-channel guidance: the head pose channels' own branch weights (``pose_guidance``)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dystream.cli import main
+from dystream.errors import InputError
+from dystream.generator.config import DEFAULT_POSE_GUIDANCE
+from dystream.generator.flow_head import euler_sample
+from dystream.generator.graphs import FrameStep
+from dystream.generator.guidance import GuidancePlan, parse_pose_guidance, plan_guidance
+from dystream.generator.inference import Rollout, generate_motion, generate_motion_batch
+from dystream.motion import MOTION_DIM, POSE_SLICE
+from dystream.streaming import StreamingSession
+from dystream.streaming.session import feed_interleaved
+
+from generator_helpers import single_thread  # noqa: F401  (autouse fixture)
+from generator_helpers import anchor_frame, speech_like, tiny_generator
+
+EXPRESSION = slice(0, POSE_SLICE.start)
+PAPER = {"self": 0.5, "other": 0.5, "all": 1.0}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_generator(seed=6, pose_relative=True)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    frames = 30
+    return speech_like(frames * 640, 1), speech_like(frames * 640, 2), anchor_frame(4)
+
+
+class _OldRollout(Rollout):
+    """``Rollout.sample`` as it was before per-channel guidance (one [n] coefficient vector)."""
+
+    def sample(self, condition, noise):
+        model, n, b = self.model, self.plan.size, self.streams
+        cond, cond_mod = model.head.condition(condition)
+        out_shift, out_scale = model.head.output_terms(cond[None], self.time_emb[:, None])
+        weights = torch.tensor(self.plan._coefficients(self.plan.weights), dtype=self.dtype)
+
+        def denoise(x, i):
+            x0 = model.head.denoise(self.rows(x), cond_mod, self.time_mod[i], (out_shift[i], out_scale[i]))
+            if b == 1:
+                return (x0[0] if n == 1 else weights @ x0).view(1, -1)
+            if n == 1:
+                return x0
+            return weights @ x0.view(b, n, -1)
+
+        return euler_sample(denoise, noise, self.sigmas)
+
+
+def _roll(rollout_class, model, anchors, seeds, audio, **options):
+    """Encode each stream's audio offline and roll the streams out together: [T, B, D]."""
+    from dystream.generator.inference import encode_clip
+
+    with torch.inference_mode():
+        feats = [encode_clip(model, a, b, len(a) // 640, "cpu") for a, b in audio]
+        rollout = rollout_class(model, anchors, steps=3, seed=seeds, **options)
+        out = []
+        for t in range(len(audio[0][0]) // 640):
+            f_s = torch.cat([f[0][:, t] for f in feats])
+            f_o = torch.cat([f[1][:, t] for f in feats])
+            out.append(rollout.step(f_s[:1] if rollout.single else f_s, f_o[:1] if rollout.single else f_o))
+        return torch.stack(out).numpy()
+
+
+def test_plans_and_coefficients():
+    paper = plan_guidance(pose_guidance=1.0)
+    assert paper == GuidancePlan(("none", "self", "other", "all"), (0.0, 0.5, 0.5, 1.0))
+    assert paper.weight_tensor().shape == (4,)  # shared coefficients: the old [n] vector
+    assert plan_guidance(pose_guidance=dict(PAPER)) == paper  # the same weights are no pose weights
+    half = plan_guidance(pose_guidance=0.5)
+    assert half.pose_weights == (0.0, 0.25, 0.25, 1.0)
+    c = half.weight_tensor(dtype=torch.float64)
+    assert c.shape == (4, MOTION_DIM)
+    assert torch.equal(c[:, 0], torch.tensor([-1.0, 0.5, 0.5, 1.0], dtype=torch.float64))
+    assert torch.equal(c[:, EXPRESSION], c[:, :1].expand(4, POSE_SLICE.start))
+    # s c + (1 - s) e_all on the pose columns; every column sums to 1.
+    expected = 0.5 * torch.tensor([-1.0, 0.5, 0.5, 1.0]) + 0.5 * torch.tensor([0.0, 0, 0, 1])
+    assert torch.allclose(c[:, POSE_SLICE], expected[:, None].double())
+    assert torch.allclose(c.sum(0), torch.ones(MOTION_DIM, dtype=torch.float64))
+    # A dict is merged over the expression weights; it can add a branch the expression skips.
+    no_self = plan_guidance(pose_guidance={"self": 0})
+    assert no_self.branches == paper.branches and no_self.pose_weights == (0.0, 0.0, 0.5, 1.0)
+    extra = plan_guidance({"self": 0, "other": 0}, {"other": 0.5})
+    assert extra.branches == ("none", "other", "all") and extra.weights == (0.0, 0.0, 1.0)
+    # "all" alone stays one branch whatever the scale (its pose is already the "all" branch's).
+    for s in (0.0, 0.3, 1.0):
+        assert plan_guidance({"self": 0, "other": 0}, s) == GuidancePlan(("all",), (1.0,))
+
+
+def test_combine_per_channel():
+    torch.manual_seed(0)
+    x0 = torch.randn(3, 4, MOTION_DIM, dtype=torch.float64)  # [B, n, D]: none, self, other, all
+    shared = plan_guidance(pose_guidance=1.0)
+    reference = shared.combine(x0, shared.weight_tensor(dtype=torch.float64))
+    for s in (0.0, 0.25, 0.5, 0.9):
+        plan = plan_guidance(pose_guidance=s)
+        guided = plan.combine(x0, plan.weight_tensor(dtype=torch.float64))
+        assert guided.shape == (3, MOTION_DIM)
+        # The expression channels keep the shared guidance ...
+        assert torch.allclose(guided[:, EXPRESSION], reference[:, EXPRESSION], atol=1e-12)
+        # ... the pose moves from it (s = 1) to the "all" branch (s = 0).
+        all_pose = x0[:, 3, POSE_SLICE]
+        assert torch.allclose(guided[:, POSE_SLICE], s * reference[:, POSE_SLICE] + (1 - s) * all_pose,
+                              atol=1e-12)
+    zero = plan_guidance(pose_guidance=0.0)
+    assert torch.equal(zero.combine(x0[0], zero.weight_tensor(dtype=torch.float64))[POSE_SLICE],
+                       x0[0, 3, POSE_SLICE])  # exactly: the other branches' coefficients are 0
+
+
+def test_scale_one_reproduces_the_shared_guidance_exactly(model, clip):
+    a, b, anchor = clip
+    old = _roll(_OldRollout, model, anchor, 7, [(a, b)])
+    for pose_guidance in (1.0, 1, dict(PAPER)):
+        assert np.array_equal(_roll(Rollout, model, anchor, 7, [(a, b)], pose_guidance=pose_guidance), old)
+    assert np.array_equal(generate_motion(model, a, b, anchor, seed=7, steps=3, pose_guidance=1.0), old)
+    # The batched path (b > 1) too.
+    audio = [(a, b), (b, a)]
+    anchors = np.stack([anchor, anchor_frame(5)])
+    old_batch = _roll(_OldRollout, model, anchors, [7, 8], audio)
+    assert np.array_equal(_roll(Rollout, model, anchors, [7, 8], audio, pose_guidance=1.0), old_batch)
+
+
+def test_scale_zero_pose_is_the_all_branch_and_expression_keeps_its_guidance(model, clip):
+    # One sampler step of the first frame: the guided x0 itself (later steps and frames see the
+    # changed pose in their input, so the expression differs from then on, as it should).
+    a, b, anchor = clip
+    first = lambda **kw: generate_motion(model, a[:640], b[:640], anchor, seed=3, steps=1, **kw)[0]
+    shared = first(pose_guidance=1.0)
+    only_all = first(guidance={"self": 0, "other": 0})
+    for s in (0.0, 0.5):
+        mixed = first(pose_guidance=s)
+        assert np.abs(mixed[EXPRESSION] - shared[EXPRESSION]).max() <= 1e-6
+        expected = s * shared[POSE_SLICE] + (1 - s) * only_all[POSE_SLICE]
+        assert np.abs(mixed[POSE_SLICE] - expected).max() <= 1e-6
+    assert np.abs(shared[POSE_SLICE] - only_all[POSE_SLICE]).max() > 1e-4  # the test can see a change
+    # Over a whole clip the pose changes and the rollout stays finite.
+    full = generate_motion(model, a, b, anchor, seed=3, steps=3, pose_guidance=0.0)
+    assert np.isfinite(full).all()
+    assert np.abs(full - generate_motion(model, a, b, anchor, seed=3, steps=3, pose_guidance=1.0)).max() > 1e-4
+
+
+@pytest.mark.parametrize("pose_guidance", [0.25, {"self": 0}])
+def test_batch_frame_step_and_streaming_equal_offline(model, clip, pose_guidance):
+    a, b, anchor = clip
+    offline = generate_motion(model, a, b, anchor, seed=11, pose_guidance=pose_guidance)
+    assert np.abs(offline - generate_motion(model, a, b, anchor, seed=11, pose_guidance=1.0)).max() > 1e-4
+    # Batched offline: each row as alone.
+    items = [(a, b, anchor, 11), (b[: 20 * 640], a, anchor_frame(9), 2)]
+    together = generate_motion_batch(model, items, pose_guidance=pose_guidance)
+    assert np.abs(together[0] - offline).max() <= 1e-5
+    alone = generate_motion(model, *items[1][:3], seed=2, pose_guidance=pose_guidance)
+    assert np.abs(together[1] - alone).max() <= 1e-5
+    # Streaming, in uneven chunks.
+    session = StreamingSession(model, anchor, seed=11, pose_guidance=pose_guidance)
+    rng = np.random.default_rng(1)
+    cuts = np.sort(rng.choice(np.arange(1, len(a)), 25, replace=False))
+    sizes = np.diff(np.concatenate([[0], cuts, [len(a)]])).tolist()
+    out = feed_interleaved(session, a, b, sizes, sizes[::-1], rng)
+    assert [f.index for f in out] == list(range(len(offline)))
+    assert np.abs(np.stack([f.motion for f in out]) - offline).max() <= 1e-5
+    # The device-tensor frame step (the CUDA-graph path, eager on CPU) against the rollout.
+    enc_s, enc_o = model.self_encoder, model.other_encoder
+    g = torch.Generator().manual_seed(2)
+    with torch.inference_mode():
+        step = FrameStep(model, [anchor], [11], steps=3, pose_guidance=pose_guidance)
+        rollout = Rollout(model, anchor, steps=3, seed=11, pose_guidance=pose_guidance)
+        st_s, st_o = enc_s.initial_state(1), enc_o.initial_state(1)
+        for _ in range(12):
+            s = 0.1 * torch.randn(1, enc_s.step_samples, generator=g)
+            o = 0.1 * torch.randn(1, enc_o.step_samples, generator=g)
+            step.self_audio.copy_(s)
+            step.other_audio.copy_(o)
+            f_s, st_s = enc_s.step(s, st_s)
+            f_o, st_o = enc_o.step(o, st_o)
+            expected = rollout.step(f_s[:, 0], f_o[:, 0])
+            assert float((step()[0] - expected).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("bad, message", [
+    (-0.1, "scale in \\[0, 1\\]"), (1.5, "scale in \\[0, 1\\]"), (math.nan, "scale in \\[0, 1\\]"),
+    ("0.5", "scale in \\[0, 1\\]"), (True, "scale in \\[0, 1\\]"),
+    ({"audio": 1.0}, "unknown pose guidance branch"), ({"self": "x"}, "must be a number"),
+    ({"other": math.inf}, "must be finite"),
+])
+def test_bad_pose_guidance_is_an_input_error(model, clip, bad, message):
+    with pytest.raises(InputError, match=message):
+        plan_guidance(None, bad)
+    a, b, anchor = clip
+    with pytest.raises(InputError, match=message):
+        generate_motion(model, a, b, anchor, pose_guidance=bad)
+    with pytest.raises(InputError, match=message):
+        generate_motion_batch(model, [(a, b, anchor, 0)], pose_guidance=bad)
+    with pytest.raises(InputError, match=message):
+        StreamingSession(model, anchor, pose_guidance=bad)
+
+
+def test_a_scale_below_one_needs_the_all_branch():
+    with pytest.raises(InputError, match='"all" branch.*weight is 0'):
+        plan_guidance({"all": 0.0}, 0.5)
+    assert plan_guidance({"all": 0.0}, 1.0).pose_weights is None  # s = 1 asks nothing of "all"
+    # A dict names its weights outright: no "all" needed.
+    assert plan_guidance({"all": 0.0}, {"self": 0.0}).pose_weights == (0.0, 0.0, 0.5)
+
+
+def test_default_plan_and_command_line_parsing(model, clip):
+    default = plan_guidance()
+    assert default == plan_guidance(pose_guidance=DEFAULT_POSE_GUIDANCE)
+    assert default.branches == ("none", "self", "other", "all")  # no extra branch: same cost per frame
+    assert default.weights == (0.0, 0.5, 0.5, 1.0) and default.pose_weights == (0.0, 0.0, 1.0, 0.75)
+    # Guidance of one's own without a pose guidance guides the pose alike, as it always did.
+    for weights in ({"self": 1.0, "other": 0.0, "all": 0.5}, {"self": 0, "other": 0}, {"all": 0.0}):
+        assert plan_guidance(weights).pose_weights is None
+    assert plan_guidance({"self": 0, "other": 0}).branches == ("all",)
+    a, b, anchor = clip
+    offline = generate_motion(model, a, b, anchor, seed=2, steps=2)
+    assert np.array_equal(offline, generate_motion(model, a, b, anchor, seed=2, steps=2,
+                                                   pose_guidance=DEFAULT_POSE_GUIDANCE))
+    assert np.abs(offline - generate_motion(model, a, b, anchor, seed=2, steps=2, pose_guidance=1.0)).max() > 1e-4
+    assert parse_pose_guidance(None) is None
+    assert parse_pose_guidance("0.25") == 0.25
+    assert parse_pose_guidance('{"self": 0}') == {"self": 0}
+    for text in ("half", "[0.5]", "{self: 0}"):
+        with pytest.raises(InputError, match="--pose-guidance"):
+            parse_pose_guidance(text)
+
+
+def test_cli_rejects_a_bad_pose_guidance_before_any_work(tmp_path, capsys):
+    from importlib import resources
+
+    photo = str(resources.files("dystream") / "assets" / "astronaut.png")
+    assert main(["generate", "--photo", photo, "--self-audio", photo, "--pose-guidance", "2",
+                 "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "pose guidance must be a scale in [0, 1]" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(tmp_path), "--pose-guidance", "x"]) == 2
+    assert "--pose-guidance must be" in capsys.readouterr().err

@@ -124,11 +124,10 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
 
 def run(args) -> int:
     from dystream.audio.io import load_audio
-    from dystream.generator.guidance import parse_pose_guidance, plan_guidance
+    from dystream.generator.guidance import parse_pose_guidance
     from dystream.video import read_image
 
-    pose_guidance = parse_pose_guidance(args.pose_guidance)
-    plan_guidance(None, pose_guidance)
+    pose_guidance = parse_pose_guidance(args.pose_guidance)  # checked here, before any file is read
 
     for label, path in (("photo", args.photo), ("self audio", args.self_audio), ("other audio", args.other_audio)):
         if path is not None and not Path(path).is_file():

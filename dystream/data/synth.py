@@ -126,14 +126,14 @@ def generate_conversation(planned: PlannedConversation, settings: SynthSettings,
     rng = np.random.default_rng(np.random.SeedSequence(
         [settings.seed, SPLIT_CODES[planned.split], planned.index]))
     pool = voices_by_split[planned.split]
-    if len(pool) >= 2 and planned.split == "train":
-        # each engine gets an equal share of the training parties, however many voices it has
-        engines = [v.split(":", 1)[0] for v in pool]
-        weights = np.array([1.0 / engines.count(e) for e in engines])
-        chosen = rng.choice(len(pool), size=2, replace=False, p=weights / weights.sum())
-        voices = [pool[int(chosen[0])], pool[int(chosen[1])]]
-    elif len(pool) >= 2:
-        chosen = rng.choice(len(pool), size=2, replace=False)
+    if len(pool) >= 2:
+        share = None  # val/test: every voice alike
+        if planned.split == "train":
+            # each engine gets an equal share of the training parties, however many voices it has
+            engines = [v.split(":", 1)[0] for v in pool]
+            weights = np.array([1.0 / engines.count(e) for e in engines])
+            share = weights / weights.sum()
+        chosen = rng.choice(len(pool), size=2, replace=False, p=share)
         voices = [pool[int(chosen[0])], pool[int(chosen[1])]]
     else:  # one voice in the split: two "people" with one voice, different speed/augmentation
         voices = [pool[0], pool[0]]

@@ -95,10 +95,9 @@ def run(args: argparse.Namespace) -> int:
     from dystream.evaluation.core import evaluate_many
     from dystream.evaluation.predictors import generator_predictor, rms_baseline_predictor
     from dystream.generator.config import DEFAULT_POSE_GUIDANCE
-    from dystream.generator.guidance import parse_pose_guidance, plan_guidance
+    from dystream.generator.guidance import parse_pose_guidance
 
-    pose_guidance = parse_pose_guidance(args.pose_guidance)
-    plan_guidance(None, pose_guidance)  # a bad --pose-guidance fails before any work
+    pose_guidance = parse_pose_guidance(args.pose_guidance)  # a bad value fails before any work
 
     try:
         shards = shard_paths(args.data, args.split)

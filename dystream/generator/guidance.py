@@ -142,20 +142,21 @@ def pose_weights(weights: dict[str, float], pose_guidance) -> dict[str, float]:
 
 def parse_pose_guidance(text: str | None):
     """A command line's ``--pose-guidance``: a scale ("0.25") or a JSON dict of branch
-    weights ('{"self": 0}'); None stays None (the default). Checked by ``plan_guidance``."""
+    weights ('{"self": 0}'); None stays None (the default). Checked against the default
+    expression guidance (``plan_guidance``), so a bad value fails before any work."""
     if text is None:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise InputError(f"--pose-guidance must be a scale in [0, 1] (e.g. 0.25) or a JSON dict of branch "
-                         f"weights (e.g. '{{\"self\": 0}}'), got {text!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise InputError(f"--pose-guidance must be a scale in [0, 1] (e.g. 0.25) or a JSON dict of branch "
+                             f"weights (e.g. '{{\"self\": 0}}'), got {text!r}") from None
+    plan_guidance(None, value)
     return value
 
 

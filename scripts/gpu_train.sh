@@ -12,7 +12,8 @@
 #
 # Settings (environment): HOURS=20 WORKERS=16 MINUTES=7 PRESET=small BATCH=64 MAX_STEPS=20000
 # VAL_EVERY=250 NPROC=1 (GPUs, torchrun) EVAL_HOURS=0.25 EVAL_DEVICE=cuda ENGINES=(flite,espeak if espeak is
-# importable, else flite) EXTRA_TRAIN_ARGS (more `train generator` flags).
+# importable, else flite) EXTRA_TRAIN_ARGS (more `train generator` flags), DATA (dataset
+# folder, default data/gpu) and EXTRA_SYNTH_ARGS (more `data synth` flags, e.g. --train-timbre).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -21,7 +22,7 @@ stage="${1:-all}"
 HOURS="${HOURS:-20}" WORKERS="${WORKERS:-16}" MINUTES="${MINUTES:-7}" PRESET="${PRESET:-small}"
 BATCH="${BATCH:-64}" MAX_STEPS="${MAX_STEPS:-20000}" VAL_EVERY="${VAL_EVERY:-250}" NPROC="${NPROC:-1}"
 EVAL_HOURS="${EVAL_HOURS:-0.25}"
-data="$repo/data/gpu"
+data="${DATA:-$repo/data/gpu}"
 run="$repo/runs/gpu"
 weights="$run/generator-$PRESET.safetensors"
 mkdir -p "$OUT" "$run"
@@ -52,7 +53,7 @@ stage_data() {
     local start=$SECONDS status=0
     # Stop short of the 10-minute command limit; a re-run resumes the finished shards.
     timeout 540 python3 -m dystream data synth --hours "$HOURS" --workers "$WORKERS" --engines "$ENGINES" \
-        --quiet -o "$data" 2>&1 | tee "$OUT/data_synth.log" || status=$?
+        --quiet -o "$data" ${EXTRA_SYNTH_ARGS:-} 2>&1 | tee "$OUT/data_synth.log" || status=$?
     echo "data synth: exit $status after $((SECONDS - start)) s wall" | tee -a "$OUT/data_synth.log"
     du -sh "$data" | tee -a "$OUT/data_synth.log"
     [ "$status" = 0 ] || { echo "not finished: run the data stage again to resume"; return 1; }

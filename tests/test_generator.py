@@ -69,6 +69,31 @@ def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes(optio
         model.training_loss(self_audio[:, :-1], other_audio, motion, anchor, keep)
 
 
+def test_loss_channel_weights_reweight_the_mse_and_are_checked():
+    """Weights all 1 give the plain MSE bit for bit; a weighted channel moves the loss
+    by exactly the weighted mean of the per-channel errors; bad names are refused."""
+    from dystream.errors import InputError
+    from dystream.motion import NAMES
+
+    plain = tiny_generator().train()
+    ones = tiny_generator(loss_channel_weights={"jawOpen": 1.0}).train()
+    heavy = tiny_generator(loss_channel_weights={"mouthClose": 4.0}).train()
+    batch = _batch(plain)
+    a, _ = plain.training_loss(*batch, generator=torch.Generator().manual_seed(2))
+    b, _ = ones.training_loss(*batch, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    expected_weights = torch.ones(len(NAMES))
+    expected_weights[NAMES.index("mouthClose")] = 4.0
+    assert torch.allclose(heavy.loss_channel_weights, expected_weights / expected_weights.mean())
+    c, _ = heavy.training_loss(*batch, generator=torch.Generator().manual_seed(2))
+    assert torch.isfinite(c) and not torch.equal(a, c)
+    assert "loss_channel_weights" not in heavy.state_dict()  # config, rebuilt on load
+    with pytest.raises(InputError, match="unknown channels mouthShut"):
+        tiny_generator(loss_channel_weights={"mouthShut": 2.0})
+    with pytest.raises(InputError, match=">= 0"):
+        tiny_generator(loss_channel_weights={"mouthClose": -1.0})
+
+
 def test_training_loss_is_reproducible_with_a_generator():
     model = tiny_generator().train()
     batch = _batch(model)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from dystream.config import FRAMES_PER_SECOND, SAMPLE_RATE
 from dystream.errors import InputError
-from dystream.motion import MOTION_DIM
+from dystream.motion import MOTION_DIM, NAMES
 
 # Branch names of classifier-free guidance, in the order the model batches them.
 BRANCHES: tuple[str, ...] = ("none", "self", "other", "anchor", "all")
@@ -90,6 +90,10 @@ class GeneratorConfig:
     # Flow-head noise draws per frame in training (MAR): the transformer runs once,
     # the head sees head_draws (sigma, noise) pairs per condition.
     head_draws: int = 1
+    # Per-channel weights of the flow-matching MSE, {channel name: weight} over the
+    # names of dystream.motion (others weigh 1); the per-frame MSE is the weighted
+    # mean over channels. E.g. {"mouthClose": 3} spends more of the loss on lip contact.
+    loss_channel_weights: dict = field(default_factory=dict)
 
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))
 
@@ -107,6 +111,12 @@ class GeneratorConfig:
             raise InputError("spec_warp must be in [0, 0.5) and spec_eq_db >= 0")
         if self.future_frames < 0 or self.head_draws < 1:
             raise InputError("future_frames must be >= 0 and head_draws >= 1")
+        unknown = sorted(set(self.loss_channel_weights) - set(NAMES))
+        if unknown:
+            raise InputError(f"loss_channel_weights: unknown channels {', '.join(unknown)}; "
+                             f"channels are {', '.join(NAMES)}")
+        if any(not isinstance(w, (int, float)) or w < 0 for w in self.loss_channel_weights.values()):
+            raise InputError("loss_channel_weights: every weight must be a number >= 0")
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise InputError("width must split into heads of even size (rotary pairs)")
 

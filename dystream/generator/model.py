@@ -19,7 +19,7 @@ from dystream.generator.audio_frontend import random_equaliser
 from dystream.generator.config import GeneratorConfig
 from dystream.generator.flow_head import FlowHead
 from dystream.generator.transformer import FrameTransformer
-from dystream.motion import POSE_SLICE
+from dystream.motion import NAMES, POSE_SLICE
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:
@@ -44,6 +44,11 @@ class Generator(nn.Module):
         self.null_anchor = nn.Parameter(torch.zeros(cfg.width))
         self.register_buffer("motion_mean", torch.zeros(cfg.motion_dim))
         self.register_buffer("motion_std", torch.ones(cfg.motion_dim))
+        # Weights of the per-channel MSE (config, not state: rebuilt from cfg on load).
+        weights = torch.ones(cfg.motion_dim)
+        for name, weight in cfg.loss_channel_weights.items():
+            weights[NAMES.index(name)] = float(weight)
+        self.register_buffer("loss_channel_weights", weights / weights.mean(), persistent=False)
         # 1 on the channels modelled relative to the anchor (none unless cfg.pose_relative).
         relative = torch.zeros(cfg.motion_dim)
         if cfg.pose_relative:
@@ -135,7 +140,8 @@ class Generator(nn.Module):
         Options (GeneratorConfig): pose_relative (pose measured from the anchor),
         spec_warp / spec_eq_db (front-end speaker augmentation, training mode only),
         head_draws (noise draws per frame for the head), future_frames (the probe's
-        auxiliary MSE on frames t+1..t+K, added with weight future_weight).
+        auxiliary MSE on frames t+1..t+K, added with weight future_weight),
+        loss_channel_weights (per-channel weights of the MSE).
         Returns (loss, stats) with stats as floats.
         """
         cfg = self.cfg
@@ -187,7 +193,9 @@ class Generator(nn.Module):
         noisy_target = (1 - sd) * targets + sd * noise
         predicted = self.head(noisy_target, sigmas[:, None].expand(draws * b, steps), conditions)
 
-        per_frame = (predicted.float() - targets.float()).square().mean(dim=-1)  # [draws * B, steps]
+        # Channels weigh cfg.loss_channel_weights, normalised to mean 1 (all 1: plain MSE).
+        per_frame = ((predicted.float() - targets.float()).square()
+                     * self.loss_channel_weights).mean(dim=-1)  # [draws * B, steps]
         weights = torch.ones(steps, device=device)
         weights[-cfg.last_frames:] = cfg.last_frames_weight
         loss = (per_frame * weights).sum() / (weights.sum() * draws * b)

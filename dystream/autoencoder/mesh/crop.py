@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dystream.autoencoder.mesh.window import Windows, repeat_frames
+from dystream.autoencoder.mesh.window import Windows, every_frame
 from dystream.errors import InputError
 
 CROP_SCALE = 1.6          # crop side / larger side of the landmark box (as the paper's crops)
@@ -120,12 +120,12 @@ class PasteBack:
 
 
 class PasteBatch:
-    """Paste-backs of B crops into B photos of one size in one pass.
+    """Paste-backs of frames of B photos of one size in one pass.
 
     Each photo's crop region becomes a window of one common size (:class:`Windows`),
-    with the feathered weight set to 0 where the window passes its own region, so
-    every frame of every photo is pasted by one grid_sample and one scatter, pixel
-    for pixel as :meth:`PasteBack.to_uint8` does it.
+    with the feathered weight set to 0 where the window passes its own region. All
+    frames of a photo share its sampling grid, so one grid_sample samples them all
+    (frames as channels); pixel for pixel as :meth:`PasteBack.to_uint8` does it.
     """
 
     def __init__(self, pastes: list[PasteBack]):
@@ -139,18 +139,22 @@ class PasteBatch:
         grids = [region_grid(p.box, top, top + height, left, left + width) for p, top, left in zip(pastes, tops, lefts)]
         self.grid = torch.stack(grids).to(device)                                  # [B, h, w, 2]
         alpha = torch.stack([feather_alpha(g, p.feather) for g, p in zip(grids, pastes)]).to(device)
-        self.alpha = alpha * self.windows.inside                                   # [B, 1, h, w]
-        self.under = self.windows.gather(photos)                                   # [B, 3, h, w]
+        self.alpha = (alpha * self.windows.inside)[:, :, None]                     # [B, 1, 1, h, w]
+        every = torch.arange(len(pastes), device=device)
+        self.under = self.windows.gather(photos[:, None], every, torch.zeros_like(every))[:, :, None]  # [B, 3, 1, h, w]
         self.photo_bytes = photos.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
     def to_uint8(self, crops: torch.Tensor) -> torch.Tensor:
-        """crops [B, T, 3, S, S] float -> photos [B, T, H, W, 3] uint8."""
-        count, frames = crops.shape[:2]
-        sampled = F.grid_sample(crops.flatten(0, 1), repeat_frames(self.grid, frames), mode="bilinear",
-                                padding_mode="border", align_corners=False).unflatten(0, (count, frames))
-        under = self.under[:, None]
-        region = (under + self.alpha[:, None] * (sampled - under)).clamp(0, 255).round().to(torch.uint8)
+        """crops [B, T, 3, S, S] float (cheapest as :meth:`MeshDecoder.render_batch`
+        returns them: a view of [B, 3, T, S, S] memory) -> photos [B, T, H, W, 3] uint8."""
+        count, frames, _, size, _ = crops.shape
+        by_colour = crops.transpose(1, 2).reshape(count, 3 * frames, size, size)    # a view when possible
+        sampled = F.grid_sample(by_colour, self.grid, mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = sampled.unflatten(1, (3, frames))                                 # [B, 3, T, h, w]
+        region = (self.under + self.alpha * (sampled - self.under)).clamp(0, 255).round().to(torch.uint8)
         out = self.photo_bytes.new_empty((count, frames, *self.photo_bytes.shape[1:]))
         out.copy_(self.photo_bytes[:, None])
-        self.windows.per_frame(frames).scatter(out.flatten(0, 1).permute(0, 3, 1, 2), region.flatten(0, 1))
+        photo, frame = every_frame(count, frames, crops.device)
+        values = region.transpose(1, 2).flatten(0, 1)                              # [B*T, 3, h, w]
+        self.windows.scatter(out.permute(0, 1, 4, 2, 3), photo, frame, values)
         return out

@@ -29,7 +29,7 @@ from dystream.autoencoder.mesh.eyelid import composite_lid, composite_lid_batch
 from dystream.autoencoder.mesh.mouth import composite_mouth, composite_mouth_batch
 from dystream.autoencoder.mesh.pose import rotation_matrix
 from dystream.autoencoder.mesh.warp import COARSE_GRID, backward_map
-from dystream.autoencoder.mesh.window import Windows, repeat_frames
+from dystream.autoencoder.mesh.window import Windows, every_frame
 from dystream.errors import InputError
 from dystream.motion import EXPRESSION_NAMES, INDEX, MOTION_DIM, NUM_EXPRESSION, TYPICAL_MAX
 
@@ -396,7 +396,8 @@ class MeshDecoder:
         """motion [B, T, MOTION_DIM] -> frames [B, T, 3, S, S] float 0..255: motion[b] on
         photo b of ``batch``, as :meth:`render` draws it (equal up to float rounding), in
         one pass over all B*T frames: one warp inversion, one grid_sample, one mouth and
-        one composite per eye. No paste-back (see :class:`PasteBatch`).
+        one composite per eye. No paste-back (see :class:`PasteBatch`). The frames are a
+        view of [B, 3, T, S, S] memory (``.contiguous()`` when that matters).
 
         ``skip_idle``: skip the mouth (lid) composite when no lips part (no eye closes)
         in any frame. The check reads a device value back (one host sync each), so by
@@ -417,25 +418,26 @@ class MeshDecoder:
         linear, shift = relative_pose(m0, motion, gains)
         field = forward_field(batch.expression_fields, batch.coordinate_fields, batch.constant_field,
                               amplitude, linear, shift)                     # [B*T, 2, G, G]
-        grid = backward_map(field, size)
-        out = F.grid_sample(repeat_frames(batch.image, frames), grid, mode="bilinear", padding_mode="border",
-                            align_corners=False)                            # [B*T, 3, S, S]
+        grid = backward_map(field, size)                                    # [B*T, S, S, 2]
+        # Each photo is sampled once for all its frames (stacked as one tall grid), so the
+        # photo is not copied per frame; the frames come out as [B, 3, T, S, S] memory.
+        out = F.grid_sample(batch.image, grid.view(count, frames * size, size, 2), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        out = out.view(count, 3, frames, size, size).transpose(1, 2)        # [B, T, 3, S, S] view
         points = place_points(batch.points, batch.point_basis, batch.centre, amplitude, linear, shift) * size
         check = dev.type == "cpu" if skip_idle is None else skip_idle
-        out = self._composite_batch(out, points.flatten(0, 1), batch, frames, check)
-        return out.unflatten(0, (count, frames))
+        return self._composite_batch(out, points.flatten(0, 1), batch, check)
 
     @staticmethod
     def _composite_batch(out: torch.Tensor, points: torch.Tensor, batch: AppearanceBatch,
-                         frames: int, check: bool) -> torch.Tensor:
-        """Mouth interior and lids into ``out`` [B*T, 3, S, S], with the composite points
+                         check: bool) -> torch.Tensor:
+        """Mouth interior and lids into ``out`` [B, T, 3, S, S], with the composite points
         [B*T, P, 2] in output pixels."""
+        photo, frame = every_frame(out.shape[0], out.shape[1], out.device)
         upper_end = len(tp.UPPER_LIP_INNER)
-        out = composite_mouth_batch(out, points[:, :upper_end], points[:, upper_end:len(LIP_POINTS)],
-                                    repeat_frames(batch.rest_opening, frames), batch.mouth.per_frame(frames),
-                                    repeat_frames(batch.brightness, frames), skip_closed=check)
+        out = composite_mouth_batch(out, points[:, :upper_end], points[:, upper_end:len(LIP_POINTS)], photo, frame,
+                                    batch.rest_opening, batch.mouth, batch.brightness, skip_closed=check)
         for eye in batch.eyes:
-            out = composite_lid_batch(out, points[:, eye.upper], points[:, eye.lower],
-                                      repeat_frames(eye.rest_opening, frames), eye.windows.per_frame(frames),
-                                      repeat_frames(eye.skin, frames), skip_open=check)
+            out = composite_lid_batch(out, points[:, eye.upper], points[:, eye.lower], photo, frame,
+                                      eye.rest_opening, eye.windows, eye.skin, skip_open=check)
         return out

@@ -90,22 +90,31 @@ def composite_lid(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor
     return frames
 
 
-def composite_lid_batch(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, rest_opening: torch.Tensor,
-                        windows: Windows, skin: torch.Tensor, skip_open: bool = False) -> torch.Tensor:
-    """Like :func:`composite_lid` for N frames of different photos, in place.
+def composite_lid_batch(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, photo: torch.Tensor,
+                        frame: torch.Tensor, rest_opening: torch.Tensor, windows: Windows, skin: torch.Tensor,
+                        skip_open: bool = False) -> torch.Tensor:
+    """Like :func:`composite_lid` for one eye in frames of B photos, in place.
 
-    frames [N, 3, S, S]; upper/lower [N, K, 2] output pixels; rest_opening [N];
-    windows: one per frame (:class:`Windows`); skin [N, 3]. With ``skip_open`` the
-    paint is skipped when no eye closes past the fade start (one host sync per call);
-    the result is the same either way, as an open eye gets alpha 0 and no lash.
+    frames [B, T, 3, S, S] (any strides); upper/lower [M, K, 2] (output pixels) of the
+    M frames (photo[m], frame[m]); per photo: rest_opening [B], windows (one per photo,
+    :class:`Windows`), skin [B, 3]. With ``skip_open`` only frames whose eye closes
+    past the fade start are painted (one host sync); the result is the same either
+    way, as an open eye gets alpha 0 and no lash.
     """
     if windows.empty:
         return frames
-    strength = _closure_strength(upper, lower, rest_opening)
-    if skip_open and not bool((strength > 0).any()):
-        return frames
-    x, y = windows.centres(frames.dtype)
-    alpha, lash = _lid_cover(x, y, upper, lower, rest_opening, strength)
-    inside = windows.inside.flatten(1)
-    painted = _paint_lid(windows.gather(frames), alpha * inside, lash * inside, skin[:, :, None, None])
-    return windows.scatter(frames, painted)
+    rest = rest_opening[photo]
+    strength = _closure_strength(upper, lower, rest)
+    if skip_open:
+        keep = (strength > 0).nonzero()[:, 0]
+        if len(keep) == 0:
+            return frames
+        if len(keep) < len(photo):
+            upper, lower, rest, strength = upper[keep], lower[keep], rest[keep], strength[keep]
+            photo, frame = photo[keep], frame[keep]
+    x, y = windows.centres(photo, frames.dtype)
+    alpha, lash = _lid_cover(x, y, upper, lower, rest, strength)
+    inside = windows.inside[photo].flatten(1)
+    painted = _paint_lid(windows.gather(frames, photo, frame), alpha * inside, lash * inside,
+                         skin[photo][:, :, None, None])
+    return windows.scatter(frames, photo, frame, painted)

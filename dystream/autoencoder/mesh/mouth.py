@@ -155,24 +155,29 @@ def composite_mouth(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tens
     return frames
 
 
-def composite_mouth_batch(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor,
-                          rest_opening: torch.Tensor, windows: Windows, brightness: torch.Tensor,
+def composite_mouth_batch(frames: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, photo: torch.Tensor,
+                          frame: torch.Tensor, rest_opening: torch.Tensor, windows: Windows, brightness: torch.Tensor,
                           skip_closed: bool = False) -> torch.Tensor:
-    """Like :func:`composite_mouth` for N frames of different photos, in place.
+    """Like :func:`composite_mouth` for frames of B photos, in place.
 
-    frames [N, 3, S, S]; upper/lower [N, K, 2] output pixels; rest_opening [N, K];
-    windows: one per frame (:class:`Windows`); brightness [N]. With ``skip_closed``
-    the paint is skipped when no lips part further than in their photo: one host
-    sync per call (cheap on a CPU, a stall on a GPU). Either way the result is the
-    same, as closed lips give alpha 0 everywhere.
+    frames [B, T, 3, S, S] (any strides); upper/lower [M, K, 2] (output pixels) of the
+    M frames (photo[m], frame[m]); per photo: rest_opening [B, K], windows (one per
+    photo, :class:`Windows`), brightness [B]. With ``skip_closed`` only frames whose
+    lips part further than in their photo are painted: one host sync (cheap on a
+    CPU, a stall on a GPU). The result is the same either way, as alpha is 0 in the
+    other frames.
     """
     if windows.empty:
         return frames
-    mouth = _mouth_frame(upper, lower, rest_opening)
-    if skip_closed and not bool((mouth.extra > 0).any()):
-        return frames
-    x, y = windows.centres(frames.dtype)
+    mouth = _mouth_frame(upper, lower, rest_opening[photo])
+    if skip_closed:
+        keep = (mouth.extra > 0).any(-1).nonzero()[:, 0]
+        if len(keep) == 0:
+            return frames
+        if len(keep) < len(photo):
+            mouth, photo, frame = _MouthFrame(*(t[keep] for t in mouth)), photo[keep], frame[keep]
+    x, y = windows.centres(photo, frames.dtype)
     alpha, where = _coverage(mouth, torch.stack([x, y], -1))
-    alpha = alpha * windows.inside.flatten(1)
-    colour = _shade(mouth, where, brightness.reshape(-1, 1))
-    return windows.scatter(frames, _blend(windows.gather(frames), alpha, colour))
+    alpha = alpha * windows.inside[photo].flatten(1)
+    colour = _shade(mouth, where, brightness[photo].reshape(-1, 1))
+    return windows.scatter(frames, photo, frame, _blend(windows.gather(frames, photo, frame), alpha, colour))

@@ -88,6 +88,10 @@ def save_appearances(path: str, resolutions: list[int], photos: int = 1) -> None
     print(f"wrote {photos} appearance(s) at {', '.join(map(str, resolutions))} px to {path} ({size_mb:.1f} MB)")
 
 
+def saved_resolutions(path: str) -> list[int]:
+    return sorted(torch.load(path, map_location="cpu", weights_only=True))
+
+
 def load_appearances(path: str, resolution: int, device: torch.device) -> list[MeshAppearance]:
     """Every appearance saved at ``resolution`` in a --save-appearance file."""
     states = torch.load(path, map_location="cpu", weights_only=True)
@@ -168,8 +172,8 @@ def bench_batches(resolution: int, device: str, batches: list[int], repeats: int
         calls = [torch.from_numpy(np.stack([random_motions(app.m0, batch, rng) for app in apps])).to(dev)
                  for _ in range(repeats + 2)]        # [photos, batch, D] per call
         row = {"resolution": resolution, "photos": photos, "batch": batch}
-        for name, decode in (("", batched), ("loop_", photo_by_photo))[:2 if loop else 1]:
-            times = _timed(decode, calls, dev)
+        decoders = {"": batched, "loop_": photo_by_photo} if loop else {"": batched}
+        for name, times in _timed(decoders, calls, dev).items():
             median = statistics.median(times)
             row.update({f"{name}ms_per_call": 1000 * median, f"{name}fps": photos * batch / median,
                         f"{name}min_ms": 1000 * min(times)})
@@ -178,17 +182,21 @@ def bench_batches(resolution: int, device: str, batches: list[int], repeats: int
     return rows
 
 
-def _timed(decode, calls: list[torch.Tensor], dev: torch.device) -> list[float]:
-    """Seconds per call (device synchronised) after two warm-up calls (allocator, kernels)."""
+def _timed(decoders: dict, calls: list[torch.Tensor], dev: torch.device) -> dict[str, list[float]]:
+    """Seconds per call (device synchronised) of each decoder, after two warm-up calls
+    (allocator, kernels); the decoders take turns call by call, so a load change on a
+    shared machine hits them alike."""
     for chunk in calls[:2]:
-        decode(chunk)
+        for decode in decoders.values():
+            decode(chunk)
     _sync(dev)
-    times = []
+    times = {name: [] for name in decoders}
     for chunk in calls[2:]:
-        start = time.perf_counter()
-        decode(chunk)
-        _sync(dev)
-        times.append(time.perf_counter() - start)
+        for name, decode in decoders.items():
+            start = time.perf_counter()
+            decode(chunk)
+            _sync(dev)
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -217,7 +225,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1, help="frames per decode call")
     parser.add_argument("--photos", type=int, default=1, help="different sessions decoded together")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--resolutions", type=int, nargs="+",
+                        help="default: 256 512, or with --appearance those the file holds")
     parser.add_argument("--no-paste-back", action="store_true")
     parser.add_argument("--batches", type=int, nargs="+", help="throughput table over these batch sizes")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size (median)")
@@ -227,6 +236,8 @@ def main() -> None:
     parser.add_argument("--loop", action="store_true",
                         help="with --photos K: also time the K photos decoded one by one")
     args = parser.parse_args()
+    if args.resolutions is None:
+        args.resolutions = saved_resolutions(args.appearance) if args.appearance else [256, 512]
     if args.save_appearance:
         save_appearances(args.save_appearance, args.resolutions, args.photos)
         return

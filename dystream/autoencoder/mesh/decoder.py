@@ -14,8 +14,8 @@ warp stretches hair and cheeks visibly (it has no hidden side of the head to sho
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +176,7 @@ class AppearanceBatch:
     """B appearances of one resolution, device and dtype, stacked for one batched render
     (:meth:`MeshDecoder.render_batch`). Make it once per set of photos with :meth:`stack`
     and reuse it: stacking copies every photo's spline fields (~3 MB each in float32).
+    It is a snapshot: stack again after changing an appearance (e.g. ``.to(device)``).
 
     ``points`` are the few mesh points the composites follow, per photo: the inner lips
     (:data:`LIP_POINTS`), then each eye's upper and lower lid (see ``eyes``).
@@ -421,7 +422,7 @@ class MeshDecoder:
         grid = backward_map(field, size)                                    # [B*T, S, S, 2]
         # Each photo is sampled once for all its frames (stacked as one tall grid), so the
         # photo is not copied per frame; the frames come out as [B, 3, T, S, S] memory.
-        out = F.grid_sample(batch.image, grid.view(count, frames * size, size, 2), mode="bilinear",
+        out = F.grid_sample(batch.image, grid.reshape(count, frames * size, size, 2), mode="bilinear",
                             padding_mode="border", align_corners=False)
         out = out.view(count, 3, frames, size, size).transpose(1, 2)        # [B, T, 3, S, S] view
         points = place_points(batch.points, batch.point_basis, batch.centre, amplitude, linear, shift) * size

@@ -226,7 +226,7 @@ def test_saved_appearance_decodes_the_same_without_the_face_engine(tmp_path, aut
         MeshAppearance.from_state_dict({"image": torch.zeros(3)})
 
 
-def test_bench_decoder_batches_from_a_saved_appearance(tmp_path, encoded, capsys):
+def test_bench_decoder_batches_from_a_saved_appearance(tmp_path, encoded, three_photos, capsys):
     import importlib.util
     from pathlib import Path
 
@@ -241,6 +241,15 @@ def test_bench_decoder_batches_from_a_saved_appearance(tmp_path, encoded, capsys
     assert all(r["fps"] > 0 and r["ms_per_call"] >= r["min_ms"] > 0 for r in rows)
     with pytest.raises(SystemExit, match="--save-appearance"):
         bench.load_appearance(str(path), 512, torch.device("cpu"))
+    # K photos per call from a file of several (--save-appearance --photos K), cycled past its end.
+    state = three_photos[1].state_dict()
+    assert state["image"].dtype == torch.uint8                 # the crop is stored as bytes
+    torch.save({256: [encoded[0].state_dict(), state]}, path)
+    (row,) = bench.bench_batches(256, "cpu", [2], repeats=1, paste_back=True, appearance_file=str(path),
+                                 photos=3, loop=True)
+    assert row["photos"] == 3 and row["fps"] > 0 and row["loop_fps"] > 0
+    variants = bench.photo_variants(8)
+    assert len({v.tobytes() for v in variants}) == 8 and all(v.shape == (512, 512, 3) for v in variants)
 
 
 def test_closed_eyes_hide_the_iris_and_read_closed(autoencoder, encoded):
@@ -260,3 +269,103 @@ def test_closed_eyes_hide_the_iris_and_read_closed(autoencoder, encoded):
         dark = (patch < 100).float().mean((1, 2))
         # The open eye shows its dark iris; the closed one only lid skin and a thin lash line.
         assert dark[0] > 0.5 and dark[1] < 0.3, dark
+
+
+@pytest.fixture(scope="module")
+def three_photos(autoencoder, encoded):
+    """Three different appearances: the bundled photo, its mirror image, and the face
+    shrunk and moved in a wider photo (512 x 600): crops, windows and boxes all differ."""
+    photo = bundled_photo()
+    mirrored = np.ascontiguousarray(photo[:, ::-1])
+    small = np.array(Image.fromarray(photo).resize((400, 400), Image.BILINEAR))
+    wide = np.pad(small, ((70, 42), (130, 70), (0, 0)), mode="edge")
+    return [encoded[0], autoencoder.encode(mirrored)[0], autoencoder.encode(wide)[0]]
+
+
+def _batch_motion(apps) -> torch.Tensor:
+    """[3, 4, D]: own motion, open mouth, closed eyes, a turn with mouth and wink, in a
+    different order per photo, so that each frame mixes composites across photos."""
+    rows = []
+    for b, app in enumerate(apps):
+        m0 = app.m0
+        frames = [m0, _moved(m0, jawOpen=0.55), _moved(m0, eyeBlinkLeft=0.85, eyeBlinkRight=0.85),
+                  _moved(m0, yaw=m0[INDEX["yaw"]] + 0.2, jawOpen=0.3, eyeBlinkLeft=0.8)]
+        rows.append(np.stack(frames[b:] + frames[:b]))
+    return torch.from_numpy(np.stack(rows))
+
+
+def test_batched_render_of_different_photos_equals_photo_by_photo(autoencoder, three_photos):
+    """decode(list) renders B photos x T frames in one pass. Tolerance: the batched
+    einsums and matmuls may sum in another order than the per-photo ones (1 ulp), which
+    the warp carries to at most ~0.05 of a level (0..255) in float; so float frames
+    within 0.1 and bytes within 1 level (bit-identical on this CPU in practice)."""
+    from dystream.autoencoder.mesh.decoder import AppearanceBatch
+
+    motion = _batch_motion(three_photos)
+    batch = AppearanceBatch.stack(three_photos)
+    with torch.inference_mode():
+        floats = {skip: autoencoder.decoder.render_batch(batch, motion, skip_idle=skip) for skip in (True, False)}
+        for b, app in enumerate(three_photos):
+            single = autoencoder.decoder.render(app, motion[b])
+            for skip in (True, False):                     # with and without the CPU's early-outs
+                assert (floats[skip][b] - single).abs().max() < 0.1
+    crops = autoencoder.decode(three_photos, motion)
+    assert crops.shape == (3, 4, 256, 256, 3) and crops.dtype == torch.uint8
+    for b, app in enumerate(three_photos):
+        assert (crops[b].int() - autoencoder.decode(app, motion[b]).int()).abs().max() <= 1
+        # The composites ran for every photo: a dark interior below the lips, lid skin over the eyes.
+        t_open, t_shut = (1 - b) % 4, (2 - b) % 4
+        lips = (app.landmarks[[13, 14], :2].mean(0) * 256).int()
+        assert crops[b, t_open, lips[1] + 4:lips[1] + 12, lips[0] - 3:lips[0] + 3].float().mean() < 110
+        for corners in ((33, 133), (362, 263)):
+            c = (app.landmarks[list(corners), :2].mean(0) * 256).int()
+            dark = crops[b, :, c[1] - 3:c[1] + 4, c[0] - 4:c[0] + 5].float().mean(-1).lt(100).float().mean((1, 2))
+            assert dark[t_shut] < 0.3 and dark[(0 - b) % 4] > 0.5, (b, dark)
+    assert torch.equal(autoencoder.decode(batch, motion), crops)      # a stacked batch decodes the same
+
+
+def test_batched_paste_back_into_photos_of_one_size_or_photo_by_photo(autoencoder, three_photos):
+    motion = _batch_motion(three_photos)
+    same_size = autoencoder.decode(three_photos[:2], motion[:2], paste_back=True)
+    assert same_size.shape == (2, 4, 512, 512, 3)
+    mixed = autoencoder.decode(three_photos, motion, paste_back=True)     # 512 x 512 and 512 x 600
+    assert isinstance(mixed, list) and [m.shape[1:3] for m in mixed] == [(512, 512), (512, 512), (512, 600)]
+    for b, app in enumerate(three_photos):
+        single = autoencoder.decode(app, motion[b], paste_back=True)
+        assert (mixed[b].int() - single.int()).abs().max() <= 1
+        if b < 2:
+            assert (same_size[b].int() - single.int()).abs().max() <= 1
+    top = bundled_photo()[:40]                                   # far from the face: the photo as it is
+    assert torch.equal(same_size[0, 0, :40], torch.from_numpy(top))
+    assert torch.equal(same_size[1, 0, :40], torch.from_numpy(np.ascontiguousarray(top[:, ::-1])))
+
+
+def test_batched_decode_of_mismatched_appearances_falls_back_and_bad_motion_is_refused(autoencoder, three_photos):
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from dystream.autoencoder.mesh.decoder import AppearanceBatch, MeshAppearance
+
+    first = three_photos[0]
+    double = MeshAppearance.from_state_dict(first.state_dict(), dtype=torch.float64)
+    large = dataclasses.replace(first, image=F.interpolate(first.image[None], size=512, mode="bilinear")[0])
+    motion = _batch_motion(three_photos)[:2, :2]
+    for other in (double, large):
+        with pytest.raises(InputError, match="resolution, device or dtype"):
+            AppearanceBatch.stack([first, other])
+        out = autoencoder.decode([first, other], motion)          # photo by photo instead
+        want = [autoencoder.decode(first, motion[0]), autoencoder.decode(other, motion[1])]
+        got = list(out) if isinstance(out, torch.Tensor) else out
+        assert [g.shape for g in got] == [w.shape for w in want]
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+    batch = AppearanceBatch.stack(three_photos[:2])
+    for bad in (motion[0], motion[:1], torch.zeros(2, 2, 5)):
+        with pytest.raises(InputError):
+            autoencoder.decode(three_photos[:2], bad)
+        with pytest.raises(InputError):
+            autoencoder.decode(batch, bad)
+    with pytest.raises(InputError, match=r"\[2, frames"):
+        autoencoder.decoder.render_batch(batch, motion[:1])
+    with pytest.raises(InputError, match="no appearances"):
+        AppearanceBatch.stack([])

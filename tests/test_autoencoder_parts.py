@@ -214,3 +214,80 @@ def test_fold_outliers_take_their_neighbours_offset_and_smooth_fields_stay():
     untouched = torch.ones_like(settled, dtype=torch.bool)
     untouched[0, :, 10, 12] = False
     assert torch.equal(settled[untouched], smooth[untouched])
+
+
+def test_common_windows_cover_each_photos_own_and_gather_scatter_through_views():
+    from dystream.autoencoder.mesh.window import Windows, every_frame
+
+    own = [(30, 100, 30, 100), (60, 128, 50, 125), (0, 40, 0, 50), (10, 10, 5, 20)]   # the last one empty
+    windows = Windows.common(own, 128, 128)
+    assert windows.rows.shape == (4, 70) and windows.cols.shape == (4, 75)
+    assert windows.rows[1, 0] == 128 - 70 and windows.cols[1, 0] == 50      # moved back inside, rows only
+    for k, (r0, r1, c0, c1) in enumerate(own):
+        assert windows.inside[k].sum() == (r1 - r0) * (c1 - c0)
+        rows, cols = windows.rows[k], windows.cols[k]
+        assert rows[0] <= r0 and cols[0] <= c0 and rows[-1] >= r1 - 1 and cols[-1] >= c1 - 1
+    # Frames stored channels last, written through a [B, T, C, H, W] view.
+    frames = torch.zeros(4, 2, 128, 128, 3)
+    photo, frame = every_frame(4, 2)
+    assert photo.tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and frame.tolist() == [0, 1] * 4
+    view = frames.permute(0, 1, 4, 2, 3)
+    values = torch.arange(8.0)[:, None, None, None].expand(8, 3, 70, 75)
+    windows.scatter(view, photo, frame, values)
+    assert frames[1, 1, 58:128, 50:125].eq(3).all() and frames[1, 1, :58].eq(0).all()
+    assert torch.equal(windows.gather(view, photo, frame), values)
+
+
+def _photos_lips(openings: list[float], offsets: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lips [len(openings), 11, 2] for each frame, each at its photo's offset (x, y)."""
+    pairs = [_lips(o) for o in openings]
+    shift = torch.tensor(offsets, dtype=torch.float32)[:, None]
+    return torch.cat([u for u, _ in pairs]) + shift, torch.cat([lo for _, lo in pairs]) + shift
+
+
+def test_batched_mouth_and_lids_paint_each_photo_like_the_single_photo_path():
+    """Three photos with mouth (and eye) windows of different place and size, one near
+    the border; two frames each, one closed. The batched composites equal the per-photo
+    ones up to float rounding (1e-3 of 0..255: the same arithmetic per pixel, only the
+    vectorised tails of sin/exp may round differently), with and without the skip."""
+    from dystream.autoencoder.mesh.eyelid import composite_lid, composite_lid_batch
+    from dystream.autoencoder.mesh.mouth import composite_mouth_batch
+    from dystream.autoencoder.mesh.window import Windows, every_frame
+
+    size, offsets = 128, [(0, 0), (30, 40), (-30, -35)]
+    mouth_windows = [(30, 100, 30, 100), (64, 128, 50, 128), (10, 50, 0, 60)]
+    rest = (_lips(2.0)[1] - _lips(2.0)[0])[0, :, 1]
+    rests = torch.stack([rest, rest * 1.5, rest])
+    brightness = torch.tensor([1.0, 0.6, 1.2])
+    base = torch.rand(3, 2, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255
+    # frame 0: photo 0 open, photo 1 closed, photo 2 open; frame 1: the other way round
+    openings = [[24.0, 2.0], [2.0, 20.0], [18.0, 1.0]]
+    upper, lower = _photos_lips([o for row in openings for o in row], [off for off in offsets for _ in range(2)])
+    photo, frame = every_frame(3, 2)
+    windows = Windows.common(mouth_windows, size, size)
+    for skip in (True, False):
+        batched = composite_mouth_batch(base.clone(), upper, lower, photo, frame, rests, windows, brightness,
+                                        skip_closed=skip)
+        for b in range(3):
+            single = composite_mouth(base[b].clone(), upper[2 * b:2 * b + 2], lower[2 * b:2 * b + 2], rests[b],
+                                     mouth_windows[b], brightness[b])
+            assert (batched[b] - single).abs().max() < 1e-3
+    assert not torch.equal(batched[0, 0], base[0, 0]) and torch.equal(batched[1, 0], base[1, 0])
+    # Lids: one eye per photo, the same three windows; shut in the frames where the mouth is closed.
+    xs = torch.linspace(-14, 14, 9)
+    arch = torch.sin(torch.linspace(0, math.pi, 9))
+    centres = torch.tensor([(65.0, 65.0), (90.0, 96.0), (30.0, 30.0)])
+    gaps = torch.tensor([[6.0, 1.0], [1.0, 6.0], [6.0, 0.5]]).reshape(-1, 1)
+    centre = centres.repeat_interleave(2, 0)[:, None]
+    lid_up = torch.stack([xs.expand(6, -1), -gaps * arch], -1) + centre
+    lid_lo = torch.stack([xs.expand(6, -1), gaps * arch], -1) + centre
+    lid_rest = (2 * 6.0 * arch).sum().expand(3)
+    skins = torch.tensor([[200.0, 160.0, 140.0], [90.0, 60.0, 50.0], [230.0, 200.0, 190.0]])
+    for skip in (True, False):
+        batched = composite_lid_batch(base.clone(), lid_up, lid_lo, photo, frame, lid_rest, windows, skins,
+                                      skip_open=skip)
+        for b in range(3):
+            single = composite_lid(base[b].clone(), lid_up[2 * b:2 * b + 2], lid_lo[2 * b:2 * b + 2], lid_rest[b],
+                                   mouth_windows[b], skins[b])
+            assert (batched[b] - single).abs().max() < 1e-3
+    assert torch.equal(batched[0, 0], base[0, 0]) and not torch.equal(batched[0, 1], base[0, 1])

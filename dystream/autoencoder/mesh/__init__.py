@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dystream.autoencoder.mesh.decoder import MeshAppearance, MeshDecoder
+from dystream.autoencoder.mesh.decoder import AppearanceBatch, MeshAppearance, MeshDecoder
 from dystream.autoencoder.mesh.encoder import MeshEncoder
 from dystream.errors import InputError
 from dystream.motion import MOTION_DIM
@@ -31,23 +31,30 @@ class MeshAutoencoder:
         return self.encoder.encode(image, keep_photo=True)
 
     @torch.inference_mode()
-    def decode(self, appearance: MeshAppearance | list[MeshAppearance], motion: torch.Tensor | np.ndarray,
-               paste_back: bool | None = None) -> torch.Tensor | list[torch.Tensor]:
+    def decode(self, appearance: MeshAppearance | list[MeshAppearance] | AppearanceBatch,
+               motion: torch.Tensor | np.ndarray, paste_back: bool | None = None) -> torch.Tensor | list[torch.Tensor]:
         """Frames uint8 [T, S, S, 3] for one appearance and motion [T, D]; [B, T, S, S, 3]
-        for a list of B appearances and motion [B, T, D]. With paste-back the frames are
-        the full photos (a list when the photos differ in size)."""
+        for a list of B appearances (or an :class:`AppearanceBatch`) and motion [B, T, D].
+        With paste-back the frames are the full photos (a list when the photos differ in size).
+
+        A list is rendered in one batched pass (:meth:`MeshDecoder.render_batch`) when its
+        appearances share resolution, device and dtype, else photo by photo. A list is
+        stacked on every call; a caller that decodes the same photos again and again (a
+        streaming engine) stacks them once with ``AppearanceBatch.stack`` and passes that.
+        """
         paste = self.paste_back if paste_back is None else paste_back
         motion = torch.as_tensor(motion, dtype=self.dtype, device=self.device)
         if motion.shape[-1] != MOTION_DIM:
             raise InputError(f"motion must end in {MOTION_DIM} channels, got shape {tuple(motion.shape)}")
-        if isinstance(appearance, (list, tuple)):
+        if isinstance(appearance, (list, tuple, AppearanceBatch)):
             if motion.ndim != 3 or motion.shape[0] != len(appearance):
                 raise InputError(f"{len(appearance)} appearances need motion [{len(appearance)}, T, {MOTION_DIM}],"
                                  f" got {tuple(motion.shape)}")
-            outs = [self._frames(a, m, paste) for a, m in zip(appearance, motion)]
-            if len({tuple(o.shape) for o in outs}) == 1:
-                return torch.stack(outs)
-            return outs
+            if isinstance(appearance, AppearanceBatch):
+                return self._batch_frames(appearance, motion, paste)
+            if AppearanceBatch.mismatch(list(appearance)) is None:
+                return self._batch_frames(AppearanceBatch.stack(appearance), motion, paste)
+            return _stack_if_same([self._frames(a, m, paste) for a, m in zip(appearance, motion)])
         if motion.ndim == 1:
             motion = motion[None]
         if motion.ndim != 2:
@@ -58,4 +65,25 @@ class MeshAutoencoder:
         if paste and appearance.paste is not None:
             return appearance.paste.to_uint8(self.decoder.render(appearance, motion))
         out = self.decoder.render(appearance, motion, paste_back=paste)
-        return out.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return _to_bytes(out)
+
+    def _batch_frames(self, batch: AppearanceBatch, motion: torch.Tensor, paste: bool
+                      ) -> torch.Tensor | list[torch.Tensor]:
+        """One batched render of motion [B, T, D]; the paste-back batched too when the
+        photos share a size, else photo by photo."""
+        crops = self.decoder.render_batch(batch, motion)                    # [B, T, 3, S, S]
+        if not paste:
+            return _to_bytes(crops)
+        pasting = batch.paste_batch()
+        if pasting is not None:
+            return pasting.to_uint8(crops)
+        return _stack_if_same([a.paste.to_uint8(c) for a, c in zip(batch.appearances, crops)])
+
+
+def _to_bytes(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames [..., 3, S, S] -> uint8 [..., S, S, 3]."""
+    return frames.clamp(0, 255).round().to(torch.uint8).movedim(-3, -1).contiguous()
+
+
+def _stack_if_same(outs: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    return torch.stack(outs) if len({tuple(o.shape) for o in outs}) == 1 else outs

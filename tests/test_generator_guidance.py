@@ -241,3 +241,36 @@ def test_cli_rejects_a_bad_pose_guidance_before_any_work(tmp_path, capsys):
     assert "pose guidance must be a scale in [0, 1]" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(tmp_path), "--pose-guidance", "x"]) == 2
     assert "--pose-guidance must be" in capsys.readouterr().err
+
+
+def test_command_line_guidance_keeps_the_default_pose_guidance(model, clip):
+    from dystream.generator.guidance import command_line_guidance, parse_guidance
+
+    assert parse_guidance(None) is None
+    assert parse_guidance('{"self": 1.5}') == {"self": 1.5}
+    for text, message in (("1.5", "--guidance must be a JSON dict"), ('{"lips": 1}', "unknown guidance branch"),
+                          ('{"self": "x"}', "must be a number")):
+        with pytest.raises(InputError, match=message):
+            parse_guidance(text)
+    assert command_line_guidance(None, None) == (None, None)
+    guidance, pose = command_line_guidance('{"self": 1.5}', None)
+    assert guidance == {"self": 1.5} and pose == DEFAULT_POSE_GUIDANCE
+    # The expression takes the new weight, the pose the default's (self 0, other 1, all 0.75).
+    plan = plan_guidance(guidance, pose)
+    assert plan.weights == (0.0, 1.5, 0.5, 1.0) and plan.pose_weights == (0.0, 0.0, 1.0, 0.75)
+    assert command_line_guidance('{"self": 1.5}', "1") == ({"self": 1.5}, 1.0)
+    a, b, anchor = clip
+    crisp = generate_motion(model, a, b, anchor, seed=2, steps=2, guidance=guidance, pose_guidance=pose)
+    default = generate_motion(model, a, b, anchor, seed=2, steps=2)
+    assert np.abs(crisp[:, EXPRESSION] - default[:, EXPRESSION]).max() > 1e-4
+
+
+def test_cli_rejects_a_bad_guidance_before_any_work(tmp_path, capsys):
+    from importlib import resources
+
+    photo = str(resources.files("dystream") / "assets" / "astronaut.png")
+    assert main(["generate", "--photo", photo, "--self-audio", photo, "--guidance", '{"lips": 2}',
+                 "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "unknown guidance branch" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(tmp_path), "--guidance", "2"]) == 2
+    assert "--guidance must be a JSON dict" in capsys.readouterr().err

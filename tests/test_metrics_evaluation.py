@@ -138,3 +138,8 @@ def test_cli_scores_a_generator_checkpoint(conversations, tmp_path, capsys):
                  "--steps", "2", "--pose-guidance", "1", "-o", str(out)]) == 0
     paper_pose = json.loads(out.read_text())
     assert paper_pose["settings"]["pose_guidance"] == 1.0
+    assert paper_pose["settings"]["guidance"] == {"self": 0.5, "other": 0.5, "anchor": 0.0, "all": 1.0}
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint", str(weights),
+                 "--steps", "2", "--guidance", '{"self": 1.5}', "-o", str(out)]) == 0
+    crisp = json.loads(out.read_text())["settings"]
+    assert crisp["guidance"]["self"] == 1.5 and crisp["pose_guidance"] == DEFAULT_POSE_GUIDANCE

@@ -41,11 +41,17 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pose_guidance_option(parser: argparse.ArgumentParser) -> None:
-    """``--pose-guidance`` (also used by ``dystream evaluate``)."""
+    """``--guidance`` and ``--pose-guidance`` (also used by ``dystream evaluate``)."""
     import json
 
-    from dystream.generator.config import DEFAULT_POSE_GUIDANCE
+    from dystream.generator.config import DEFAULT_GUIDANCE, DEFAULT_POSE_GUIDANCE
 
+    parser.add_argument("--guidance", metavar="JSON",
+                        help="classifier-free guidance weights of the expression channels, a JSON dict merged "
+                             f"over the paper's {json.dumps({k: v for k, v in DEFAULT_GUIDANCE.items() if v})} "
+                             "(branches self, other, anchor, all), e.g. '{\"self\": 1.5}' for crisper "
+                             "lip closures and a wider mouth; the pose keeps its own default unless "
+                             "--pose-guidance is given")
     parser.add_argument("--pose-guidance", metavar="S|JSON",
                         help="guidance of the head pose channels: a JSON dict of branch weights merged over "
                              "the expression's (self 0.5, other 0.5, all 1), or a scale in [0, 1] toward the "
@@ -66,7 +72,7 @@ def mix(self_audio: np.ndarray, other_audio: np.ndarray | None) -> np.ndarray:
 
 
 def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarray | None, output, *,
-               motion_out=None, steps=5, seed=0, pose_guidance=None, lookahead_ms=None, device="cpu",
+               motion_out=None, steps=5, seed=0, guidance=None, pose_guidance=None, lookahead_ms=None, device="cpu",
                weights=None, resolution=256, log=print) -> dict:
     """The whole offline pipeline on arrays; returns timings and sizes."""
     import torch
@@ -84,7 +90,7 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
         raise InputError("the self audio is shorter than one 40 ms frame; give at least a second of speech")
     if steps < 1:
         raise InputError(f"--steps must be at least 1, got {steps}")
-    plan_guidance(None, pose_guidance)  # a bad --pose-guidance fails before the models load
+    plan_guidance(guidance, pose_guidance)  # bad guidance fails before the models load
     started = time.perf_counter()
     model = load_generator(weights, device)
     trained = {model.cfg.self_lookahead_ms, model.cfg.other_lookahead_ms}
@@ -100,7 +106,7 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
     t_encode = time.perf_counter()
     anchor = photo_anchor(model, m0)
     generated = generate_motion(model, self_audio, other_audio, anchor, steps=steps, seed=seed,
-                                pose_guidance=pose_guidance, device=device)
+                                guidance=guidance, pose_guidance=pose_guidance, device=device)
     motion = to_photo(generated, anchor, m0)  # the photo's own expression + the generated movement
     t_motion = time.perf_counter()
     if motion_out:
@@ -124,10 +130,11 @@ def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarra
 
 def run(args) -> int:
     from dystream.audio.io import load_audio
-    from dystream.generator.guidance import parse_pose_guidance
+    from dystream.generator.guidance import command_line_guidance
     from dystream.video import read_image
 
-    pose_guidance = parse_pose_guidance(args.pose_guidance)  # checked here, before any file is read
+    # checked here, before any file is read
+    guidance, pose_guidance = command_line_guidance(args.guidance, args.pose_guidance)
 
     for label, path in (("photo", args.photo), ("self audio", args.self_audio), ("other audio", args.other_audio)):
         if path is not None and not Path(path).is_file():
@@ -138,6 +145,6 @@ def run(args) -> int:
     if not np.any(self_audio):
         print(f"note: {args.self_audio} is silent: the face will only listen", file=sys.stderr)
     make_video(photo, self_audio, other_audio, args.output, motion_out=args.motion_out, steps=args.steps,
-               seed=args.seed, pose_guidance=pose_guidance, lookahead_ms=args.lookahead_ms, device=args.device,
+               seed=args.seed, guidance=guidance, pose_guidance=pose_guidance, lookahead_ms=args.lookahead_ms, device=args.device,
                weights=args.weights, resolution=args.resolution)
     return 0

@@ -95,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from dystream.evaluation.core import evaluate_many
     from dystream.evaluation.predictors import generator_predictor, rms_baseline_predictor
     from dystream.generator.config import DEFAULT_POSE_GUIDANCE
-    from dystream.generator.guidance import parse_pose_guidance
+    from dystream.generator.config import DEFAULT_GUIDANCE
+    from dystream.generator.guidance import command_line_guidance
 
-    pose_guidance = parse_pose_guidance(args.pose_guidance)  # a bad value fails before any work
+    # a bad value fails before any work
+    guidance, pose_guidance = command_line_guidance(args.guidance, args.pose_guidance)
 
     try:
         shards = shard_paths(args.data, args.split)
@@ -113,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_model:
         try:
             predictors["model"] = generator_predictor(args.checkpoint, device=args.device,
-                                                      steps=args.steps, pose_guidance=pose_guidance)
+                                                      steps=args.steps, guidance=guidance,
+                                                      pose_guidance=pose_guidance)
         except MissingDependencyError as exc:
             if args.checkpoint is not None:
                 raise
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     report["settings"] = {"data": str(args.data), "split": args.split,
                           "checkpoint": args.checkpoint, "steps": args.steps,
+                          "guidance": {**DEFAULT_GUIDANCE, **(guidance or {})},
                           "pose_guidance": DEFAULT_POSE_GUIDANCE if pose_guidance is None else pose_guidance,
                           "seeds": args.seeds, "max_hours": args.max_hours}
     data = report["data"]

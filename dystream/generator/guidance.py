@@ -160,6 +160,34 @@ def parse_pose_guidance(text: str | None):
     return value
 
 
+def parse_guidance(text: str | None):
+    """A command line's ``--guidance``: a JSON dict of branch weights merged over the
+    paper's (e.g. '{"self": 1.5}'); None stays None (the paper's). Checked here."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"--guidance must be a JSON dict of branch weights (branches {', '.join(BRANCHES[1:])}), "
+                         f"e.g. '{{\"self\": 1.5}}', got {text!r}")
+    plan_guidance(value, None)
+    return value
+
+
+def command_line_guidance(guidance_text: str | None, pose_text: str | None):
+    """(guidance, pose_guidance) of a command line. Unlike the Python API, where weights
+    given without ``pose_guidance`` guide the pose too, a command line keeps the default
+    pose guidance (``DEFAULT_POSE_GUIDANCE``) unless ``--pose-guidance`` says otherwise."""
+    guidance = parse_guidance(guidance_text)
+    pose = parse_pose_guidance(pose_text)
+    if guidance is not None and pose is None:
+        pose = dict(DEFAULT_POSE_GUIDANCE)
+    plan_guidance(guidance, pose)
+    return guidance, pose
+
+
 def plan_guidance(weights: dict[str, float] | None = None, pose_guidance=None) -> GuidancePlan:
     """The branches worth running for these weights (paper defaults when None).
 

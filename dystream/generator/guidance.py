@@ -140,6 +140,15 @@ def pose_weights(weights: dict[str, float], pose_guidance) -> dict[str, float]:
     return {b: s * w + (1.0 - s) * (b == "all") for b, w in weights.items()}
 
 
+def _json_dict(text: str) -> dict | None:
+    """``text`` read as a JSON object, or None when it is not one."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def parse_pose_guidance(text: str | None):
     """A command line's ``--pose-guidance``: a scale ("0.25") or a JSON dict of branch
     weights ('{"self": 0}'); None stays None (the default). Checked against the default
@@ -149,11 +158,8 @@ def parse_pose_guidance(text: str | None):
     try:
         value = float(text)
     except ValueError:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = None
-        if not isinstance(value, dict):
+        value = _json_dict(text)
+        if value is None:
             raise InputError(f"--pose-guidance must be a scale in [0, 1] (e.g. 0.25) or a JSON dict of branch "
                              f"weights (e.g. '{{\"self\": 0}}'), got {text!r}") from None
     plan_guidance(None, value)
@@ -165,11 +171,8 @@ def parse_guidance(text: str | None):
     paper's (e.g. '{"self": 1.5}'); None stays None (the paper's). Checked here."""
     if text is None:
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
+    value = _json_dict(text)
+    if value is None:
         raise InputError(f"--guidance must be a JSON dict of branch weights (branches {', '.join(BRANCHES[1:])}), "
                          f"e.g. '{{\"self\": 1.5}}', got {text!r}")
     plan_guidance(value, None)

@@ -1,10 +1,10 @@
 """Lip closure of generator weights, per voice: a quick look at bilabial closure.
 
     python benchmarks/lip_closure.py --data DIR [--splits val test] [--seconds 60]
-        [--seeds 0 1] [--device cuda] [--json out.json] [WEIGHTS ...]
+        [--seeds 0 1] [--steps 5] [--guidance JSON] [--device cuda] [--json out.json] [WEIGHTS ...]
 
 Generates motion for the first ``--seconds`` of every conversation of each split
-(both parties, default steps and guidance) with each weights file (none: the bundled
+(both parties; default steps and guidance unless given) with each weights file (none: the bundled
 weights) and prints, per split and seed: the bilabial closure rate
 (``dystream.metrics.events.bilabial_closure_counts``) over all voices and per voice,
 the share of vowels with a closed-lip frame and of speaking frames with closed lips
@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["val", "test"])
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds scored from each conversation's start")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=5, help="flow sampler steps per frame (default 5)")
+    parser.add_argument("--guidance", help="guidance weights, a JSON dict as for `dystream generate --guidance`")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64, help="streams generated together")
     parser.add_argument("--json", help="write every score to this file")
@@ -86,9 +88,11 @@ def main() -> None:
 
     from dystream.data.schema import iter_conversations
     from dystream.evaluation.core import neutral_frame
+    from dystream.generator.guidance import command_line_guidance
     from dystream.generator.inference import generate_motion_batch
     from dystream.generator.weights import load_generator
 
+    guidance, pose_guidance = command_line_guidance(args.guidance, None)
     samples = int(25 * args.seconds) * 640
     results = {}
     for split in args.splits:
@@ -102,8 +106,9 @@ def main() -> None:
             model = load_generator(weights, args.device)
             name = weights or "bundled"
             for seed in args.seeds:
-                predictions = generate_motion_batch(model, [(*item, seed) for item in items], device=args.device,
-                                                    batch_size=args.batch_size)
+                predictions = generate_motion_batch(model, [(*item, seed) for item in items], steps=args.steps,
+                                                    guidance=guidance, pose_guidance=pose_guidance,
+                                                    device=args.device, batch_size=args.batch_size)
                 row = score(predictions, meta, args.seconds)
                 results[f"{name}|{split}|{seed}"] = row
                 voices = "  ".join(f"{v} {r:.2f}" for v, r in row["per_voice"].items())

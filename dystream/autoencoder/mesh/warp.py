@@ -22,8 +22,21 @@ FOLD_JUMP_CELLS = 2.5    # an inverted offset this far (in coarse cells) from it
 
 
 def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    return 0.5 * d2 * np.log(d2 + 1e-12)  # r^2 log r
+    """r^2 log r between every point of ``a`` [N, 2] and of ``b`` [M, 2]: [N, M].
+
+    Squared distances as |a|^2 + |b|^2 - 2 a.b (one matmul) and the rest in place:
+    no [N, M, 2] temporary (the coarse grid against ~500 points is 16k x 500, and
+    fresh memory for a 130 MB temporary cost ~0.7 s on a photo's first encode)."""
+    d2 = a @ b.T
+    d2 *= -2.0
+    d2 += (a * a).sum(1)[:, None]
+    d2 += (b * b).sum(1)[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    kernel = d2 + 1e-12
+    np.log(kernel, out=kernel)
+    kernel *= d2
+    kernel *= 0.5
+    return kernel
 
 
 def border_anchors(count: int = BORDER_ANCHORS_PER_SIDE) -> np.ndarray:

@@ -340,6 +340,24 @@ def test_batched_paste_back_into_photos_of_one_size_or_photo_by_photo(autoencode
     assert torch.equal(same_size[1, 0, :40], torch.from_numpy(np.ascontiguousarray(top[:, ::-1])))
 
 
+def test_float64_frames_paste_back_like_float32(autoencoder, three_photos):
+    """An autoencoder built for float64 pastes its float64 crops into the photo (the paste
+    used to keep the photo in float32 and fail), alone and batched."""
+    from dystream.autoencoder.mesh import MeshAutoencoder
+    from dystream.autoencoder.mesh.decoder import MeshAppearance
+
+    double = MeshAutoencoder(256, dtype=torch.float64, paste_back=True)
+    apps = [MeshAppearance.from_state_dict(a.state_dict(), dtype=torch.float64) for a in three_photos[:2]]
+    motion = _batch_motion(three_photos)[:2, :3]
+    single = double.decode(apps[0], motion[0])
+    want = autoencoder.decode(three_photos[0], motion[0], paste_back=True)
+    assert single.dtype == torch.uint8 and single.shape == want.shape
+    assert (single.int() - want.int()).abs().max() <= 1
+    batched = double.decode(apps, motion.double())
+    assert batched.shape == (2, 3, *want.shape[1:])
+    assert (batched[0].int() - single.int()).abs().max() <= 1
+
+
 def test_batched_decode_of_mismatched_appearances_falls_back_and_bad_motion_is_refused(autoencoder, three_photos):
     import dataclasses
 

@@ -94,8 +94,15 @@ class PasteBack:
         self.alpha = self.alpha.to(device)
         return self
 
+    def _match(self, crops: torch.Tensor) -> None:
+        """Photo, grid and weights in the crops' float type (an autoencoder built with
+        dtype=torch.float64 renders float64 crops); converted once, then kept."""
+        if self.grid.dtype != crops.dtype:
+            self.photo, self.grid, self.alpha = (t.to(crops.dtype) for t in (self.photo, self.grid, self.alpha))
+
     def region(self, crops: torch.Tensor) -> torch.Tensor:
         """crops [T, 3, S, S] float -> the blended crop region of the photo [T, 3, h, w] float."""
+        self._match(crops)
         frames = crops.shape[0]
         region = F.grid_sample(crops, self.grid[None].expand(frames, -1, -1, -1),
                                mode="bilinear", padding_mode="border", align_corners=False)
@@ -148,6 +155,8 @@ class PasteBatch:
         """crops [B, T, 3, S, S] float (cheapest as :meth:`MeshDecoder.render_batch`
         returns them: a view of [B, 3, T, S, S] memory) -> photos [B, T, H, W, 3] uint8."""
         count, frames, _, size, _ = crops.shape
+        if self.grid.dtype != crops.dtype:  # float64 crops: convert once, then kept
+            self.grid, self.alpha, self.under = (t.to(crops.dtype) for t in (self.grid, self.alpha, self.under))
         by_colour = crops.transpose(1, 2).reshape(count, 3 * frames, size, size)    # a view when possible
         sampled = F.grid_sample(by_colour, self.grid, mode="bilinear", padding_mode="border", align_corners=False)
         sampled = sampled.unflatten(1, (3, frames))                                 # [B, 3, T, h, w]

@@ -88,21 +88,14 @@ class PasteBack:
         self.grid = region_grid(box, self.y0, self.y1, self.x0, self.x1)
         self.alpha = feather_alpha(self.grid, feather)
 
-    def to(self, device: torch.device | str) -> "PasteBack":
-        self.photo = self.photo.to(device)
-        self.grid = self.grid.to(device)
-        self.alpha = self.alpha.to(device)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "PasteBack":
+        """On ``device``, and in the crops' float type ``dtype`` when given (the appearance's:
+        an autoencoder built with dtype=torch.float64 renders float64 crops)."""
+        self.photo, self.grid, self.alpha = (t.to(device, dtype) for t in (self.photo, self.grid, self.alpha))
         return self
-
-    def _match(self, crops: torch.Tensor) -> None:
-        """Photo, grid and weights in the crops' float type (an autoencoder built with
-        dtype=torch.float64 renders float64 crops); converted once, then kept."""
-        if self.grid.dtype != crops.dtype:
-            self.photo, self.grid, self.alpha = (t.to(crops.dtype) for t in (self.photo, self.grid, self.alpha))
 
     def region(self, crops: torch.Tensor) -> torch.Tensor:
         """crops [T, 3, S, S] float -> the blended crop region of the photo [T, 3, h, w] float."""
-        self._match(crops)
         frames = crops.shape[0]
         region = F.grid_sample(crops, self.grid[None].expand(frames, -1, -1, -1),
                                mode="bilinear", padding_mode="border", align_corners=False)
@@ -144,8 +137,9 @@ class PasteBatch:
         tops, lefts = self.windows.rows[:, 0].tolist(), self.windows.cols[:, 0].tolist()
         height, width = self.windows.rows.shape[1], self.windows.cols.shape[1]
         grids = [region_grid(p.box, top, top + height, left, left + width) for p, top, left in zip(pastes, tops, lefts)]
-        self.grid = torch.stack(grids).to(device)                                  # [B, h, w, 2]
-        alpha = torch.stack([feather_alpha(g, p.feather) for g, p in zip(grids, pastes)]).to(device)
+        # In the photos' device and float type (the appearances', see PasteBack.to).
+        self.grid = torch.stack(grids).to(device, photos.dtype)                    # [B, h, w, 2]
+        alpha = torch.stack([feather_alpha(g, p.feather) for g, p in zip(grids, pastes)]).to(device, photos.dtype)
         self.alpha = (alpha * self.windows.inside)[:, :, None]                     # [B, 1, 1, h, w]
         every = torch.arange(len(pastes), device=device)
         self.under = self.windows.gather(photos[:, None], every, torch.zeros_like(every))[:, :, None]  # [B, 3, 1, h, w]
@@ -155,8 +149,6 @@ class PasteBatch:
         """crops [B, T, 3, S, S] float (cheapest as :meth:`MeshDecoder.render_batch`
         returns them: a view of [B, 3, T, S, S] memory) -> photos [B, T, H, W, 3] uint8."""
         count, frames, _, size, _ = crops.shape
-        if self.grid.dtype != crops.dtype:  # float64 crops: convert once, then kept
-            self.grid, self.alpha, self.under = (t.to(crops.dtype) for t in (self.grid, self.alpha, self.under))
         by_colour = crops.transpose(1, 2).reshape(count, 3 * frames, size, size)    # a view when possible
         sampled = F.grid_sample(by_colour, self.grid, mode="bilinear", padding_mode="border", align_corners=False)
         sampled = sampled.unflatten(1, (3, frames))                                 # [B, 3, T, h, w]

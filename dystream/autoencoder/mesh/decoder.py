@@ -148,7 +148,7 @@ class MeshAppearance:
                   for u, lo, rest, w, skin in state["eyes"]],
             box=box,
             photo=photo,
-            paste=None if photo is None else PasteBack(photo, box).to(device),
+            paste=None if photo is None else PasteBack(photo, box).to(device, dtype),
         )
 
 

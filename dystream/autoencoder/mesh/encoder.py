@@ -217,7 +217,7 @@ class MeshEncoder:
             eyes=_eye_geometry(crop, landmarks, kw),
             box=box,
             photo=image if keep_photo else None,
-            paste=PasteBack(image, box).to(self.device) if keep_photo else None,
+            paste=PasteBack(image, box).to(self.device, self.dtype) if keep_photo else None,
         )
         return appearance, m0
 

@@ -32,7 +32,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion-out", help="also write the generated motion (.npz, .json or .csv)")
     parser.add_argument("--steps", type=int, default=5, help="flow sampler steps per frame (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same motion)")
-    add_pose_guidance_option(parser)
+    add_guidance_options(parser)
     parser.add_argument("--lookahead-ms", type=int,
                         help="audio lookahead the weights must have been trained with (checked, default: theirs)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
@@ -40,7 +40,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, default=256, choices=[256, 512], help="rendered frame size")
 
 
-def add_pose_guidance_option(parser: argparse.ArgumentParser) -> None:
+def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     """``--guidance`` and ``--pose-guidance`` (also used by ``dystream evaluate``)."""
     import json
 
@@ -72,8 +72,8 @@ def mix(self_audio: np.ndarray, other_audio: np.ndarray | None) -> np.ndarray:
 
 
 def make_video(photo: np.ndarray, self_audio: np.ndarray, other_audio: np.ndarray | None, output, *,
-               motion_out=None, steps=5, seed=0, guidance=None, pose_guidance=None, lookahead_ms=None, device="cpu",
-               weights=None, resolution=256, log=print) -> dict:
+               motion_out=None, steps=5, seed=0, guidance=None, pose_guidance=None, lookahead_ms=None,
+               device="cpu", weights=None, resolution=256, log=print) -> dict:
     """The whole offline pipeline on arrays; returns timings and sizes."""
     import torch
 
@@ -145,6 +145,6 @@ def run(args) -> int:
     if not np.any(self_audio):
         print(f"note: {args.self_audio} is silent: the face will only listen", file=sys.stderr)
     make_video(photo, self_audio, other_audio, args.output, motion_out=args.motion_out, steps=args.steps,
-               seed=args.seed, guidance=guidance, pose_guidance=pose_guidance, lookahead_ms=args.lookahead_ms, device=args.device,
-               weights=args.weights, resolution=args.resolution)
+               seed=args.seed, guidance=guidance, pose_guidance=pose_guidance, lookahead_ms=args.lookahead_ms,
+               device=args.device, weights=args.weights, resolution=args.resolution)
     return 0

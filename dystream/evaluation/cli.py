@@ -42,9 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many hours of conversation (in shard order)")
     parser.add_argument("--steps", type=int, default=5, help="sampler steps of the generator")
     parser.add_argument("--device", default="cpu", help="torch device of the generator")
-    from dystream.commands.generate import add_pose_guidance_option
+    from dystream.commands.generate import add_guidance_options
 
-    add_pose_guidance_option(parser)
+    add_guidance_options(parser)
     parser.add_argument("-o", "--output", default=None, help="write the full report as JSON here")
     parser.set_defaults(func=run)
 
@@ -94,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from dystream.data.schema import iter_conversations, shard_paths
     from dystream.evaluation.core import evaluate_many
     from dystream.evaluation.predictors import generator_predictor, rms_baseline_predictor
-    from dystream.generator.config import DEFAULT_POSE_GUIDANCE
-    from dystream.generator.config import DEFAULT_GUIDANCE
+    from dystream.generator.config import DEFAULT_GUIDANCE, DEFAULT_POSE_GUIDANCE
     from dystream.generator.guidance import command_line_guidance
 
     # a bad value fails before any work

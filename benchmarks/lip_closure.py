@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import math
 
 import numpy as np
 
@@ -30,17 +29,7 @@ def vowel_closures(motion: np.ndarray, phones) -> tuple[int, int]:
     """(vowels with a frame of closed lips, vowels) of one party."""
     from dystream.metrics import events
 
-    aperture = events.lip_aperture(motion)
-    closed = total = 0
-    for phone, start, end in phones:
-        if str(phone).lower().rstrip("012") not in VOWELS:
-            continue
-        a, b = int(math.floor(start * 25)), min(int(math.ceil(end * 25)), aperture.size)
-        if b <= a:
-            continue
-        total += 1
-        closed += bool(aperture[a:b].min() < events.CLOSED_APERTURE)
-    return closed, total
+    return events.phone_closure_counts(motion, phones, VOWELS)
 
 
 def score(predictions, meta, seconds: float) -> dict:

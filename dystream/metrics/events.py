@@ -98,10 +98,17 @@ def bilabial_closure_counts(motion: np.ndarray, phones: Sequence[Sequence[Any]],
     falls below ``threshold`` on at least one frame in
     [start - lookback_s, end] (frames whose span overlaps that interval).
     """
+    return phone_closure_counts(motion, phones, BILABIALS, threshold, lookback_s)
+
+
+def phone_closure_counts(motion: np.ndarray, phones: Sequence[Sequence[Any]], which: frozenset[str],
+                         threshold: float = CLOSED_APERTURE, lookback_s: float = 0.0) -> tuple[int, int]:
+    """(closed, total) over the phones of a party named in ``which`` (lower case, no
+    stress digit), each counted closed as in :func:`bilabial_closure_counts`."""
     aperture = lip_aperture(motion)
     total = closed = 0
     for phone, start, end in phones:
-        if str(phone).lower().rstrip("012") not in BILABIALS:
+        if str(phone).lower().rstrip("012") not in which:
             continue
         a = max(int(math.floor((float(start) - lookback_s) * FPS)), 0)
         b = min(int(math.ceil(float(end) * FPS)), aperture.size)

@@ -232,17 +232,6 @@ def test_default_plan_and_command_line_parsing(model, clip):
             parse_pose_guidance(text)
 
 
-def test_cli_rejects_a_bad_pose_guidance_before_any_work(tmp_path, capsys):
-    from importlib import resources
-
-    photo = str(resources.files("dystream") / "assets" / "astronaut.png")
-    assert main(["generate", "--photo", photo, "--self-audio", photo, "--pose-guidance", "2",
-                 "-o", str(tmp_path / "o.mp4")]) == 2
-    assert "pose guidance must be a scale in [0, 1]" in capsys.readouterr().err
-    assert main(["evaluate", "--data", str(tmp_path), "--pose-guidance", "x"]) == 2
-    assert "--pose-guidance must be" in capsys.readouterr().err
-
-
 def test_command_line_guidance_keeps_the_default_pose_guidance(model, clip):
     from dystream.generator.guidance import command_line_guidance, parse_guidance
 
@@ -265,12 +254,17 @@ def test_command_line_guidance_keeps_the_default_pose_guidance(model, clip):
     assert np.abs(crisp[:, EXPRESSION] - default[:, EXPRESSION]).max() > 1e-4
 
 
-def test_cli_rejects_a_bad_guidance_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize("flag, for_generate, generate_error, for_evaluate, evaluate_error", [
+    ("--pose-guidance", "2", "pose guidance must be a scale in [0, 1]", "x", "--pose-guidance must be"),
+    ("--guidance", '{"lips": 2}', "unknown guidance branch", "2", "--guidance must be a JSON dict"),
+])
+def test_cli_rejects_bad_guidance_before_any_work(tmp_path, capsys, flag, for_generate, generate_error,
+                                                  for_evaluate, evaluate_error):
     from importlib import resources
 
     photo = str(resources.files("dystream") / "assets" / "astronaut.png")
-    assert main(["generate", "--photo", photo, "--self-audio", photo, "--guidance", '{"lips": 2}',
+    assert main(["generate", "--photo", photo, "--self-audio", photo, flag, for_generate,
                  "-o", str(tmp_path / "o.mp4")]) == 2
-    assert "unknown guidance branch" in capsys.readouterr().err
-    assert main(["evaluate", "--data", str(tmp_path), "--guidance", "2"]) == 2
-    assert "--guidance must be a JSON dict" in capsys.readouterr().err
+    assert generate_error in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(tmp_path), flag, for_evaluate]) == 2
+    assert evaluate_error in capsys.readouterr().err

@@ -50,8 +50,10 @@ def setup(device: str | None = None) -> DistributedContext:
         chosen = torch.device("cuda", index)
         torch.cuda.set_device(chosen)
     if world_size > 1 and not dist.is_initialized():
+        # device_id binds the NCCL communicator to this rank's GPU (barriers then need no guess).
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo",
-                                rank=rank, world_size=world_size)
+                                rank=rank, world_size=world_size,
+                                device_id=chosen if chosen.type == "cuda" else None)
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
 
 

@@ -158,13 +158,14 @@ def bench_batches(resolution: int, device: str, batches: list[int], repeats: int
         ae.encoder.close()
     target = apps[0] if photos == 1 else AppearanceBatch.stack(apps)
 
-    def batched(chunk: torch.Tensor) -> None:
-        ae.decode(target, chunk if photos > 1 else chunk[0], paste_back=paste_back)
+    def batched(chunk: torch.Tensor):
+        return ae.decode(target, chunk if photos > 1 else chunk[0], paste_back=paste_back)
 
-    def photo_by_photo(chunk: torch.Tensor) -> None:
+    def photo_by_photo(chunk: torch.Tensor):
         outs = [ae.decode(app, m, paste_back=paste_back) for app, m in zip(apps, chunk)]
         if len({o.shape for o in outs}) == 1:
-            torch.stack(outs)                        # as decode(list) returned them before
+            return torch.stack(outs)                 # as decode(list) returned them before
+        return outs
 
     rows = []
     for batch in batches:
@@ -173,6 +174,9 @@ def bench_batches(resolution: int, device: str, batches: list[int], repeats: int
                  for _ in range(repeats + 2)]        # [photos, batch, D] per call
         row = {"resolution": resolution, "photos": photos, "batch": batch}
         decoders = {"": batched, "loop_": photo_by_photo} if loop else {"": batched}
+        if loop:  # the two paths must agree (untimed): largest difference in levels 0..255
+            row["max_diff_levels"] = max(int((a.int() - b.int()).abs().max())
+                                         for a, b in zip(batched(calls[0]), photo_by_photo(calls[0])))
         for name, times in _timed(decoders, calls, dev).items():
             median = statistics.median(times)
             row.update({f"{name}ms_per_call": 1000 * median, f"{name}fps": photos * batch / median,
@@ -207,7 +211,7 @@ def print_batch_table(args: argparse.Namespace, batches: list[int]) -> None:
         print(f"{args.photos} photos per call, one batched render (stacked once, not timed); frames/s counts "
               f"all photos' frames" + ("; 'loop' = the same frames decoded photo by photo" if loop else ""))
     head = f"{'resolution':>10} {'photos':>6} {'batch':>6} {'ms/call':>9} {'min ms':>8} {'frames/s':>9}"
-    print(head + (f" {'loop ms':>9} {'loop fr/s':>9} {'speed-up':>8}" if loop else ""))
+    print(head + (f" {'loop ms':>9} {'loop fr/s':>9} {'speed-up':>8} {'max diff':>8}" if loop else ""))
     for resolution in args.resolutions:
         for r in bench_batches(resolution, args.device, batches, args.repeats, not args.no_paste_back,
                                args.appearance, photos=args.photos, loop=loop):
@@ -215,7 +219,7 @@ def print_batch_table(args: argparse.Namespace, batches: list[int]) -> None:
                     f"{r['min_ms']:>8.2f} {r['fps']:>9.1f}")
             if loop:
                 line += (f" {r['loop_ms_per_call']:>9.2f} {r['loop_fps']:>9.1f} "
-                         f"{r['loop_ms_per_call'] / r['ms_per_call']:>7.2f}x")
+                         f"{r['loop_ms_per_call'] / r['ms_per_call']:>7.2f}x {r['max_diff_levels']:>8}")
             print(line, flush=True)
 
 

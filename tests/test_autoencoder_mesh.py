@@ -248,6 +248,7 @@ def test_bench_decoder_batches_from_a_saved_appearance(tmp_path, encoded, three_
     (row,) = bench.bench_batches(256, "cpu", [2], repeats=1, paste_back=True, appearance_file=str(path),
                                  photos=3, loop=True)
     assert row["photos"] == 3 and row["fps"] > 0 and row["loop_fps"] > 0
+    assert row["max_diff_levels"] <= 1                        # batched == photo by photo
     variants = bench.photo_variants(8)
     assert len({v.tobytes() for v in variants}) == 8 and all(v.shape == (512, 512, 3) for v in variants)
 

@@ -11,7 +11,7 @@ import torch
 from dystream.cli import main as cli_main
 from dystream.generator.config import preset
 from dystream.generator.model import Generator
-from dystream.generator.weights import load_generator, read_metadata
+from dystream.generator.weights import load_generator, read_metadata, save_weights
 from dystream.training import ddp
 from dystream.training.checkpoint import load_checkpoint
 from dystream.training.dataset import WindowBank, load_conversations, motion_statistics
@@ -92,3 +92,43 @@ def test_cli_rejects_a_lookahead_off_the_mel_hop(dataset, tmp_path, capsys):
     assert cli_main(["train", "generator", "--data", str(dataset), "-o", str(tmp_path / "run"),
                      "--device", "cpu", "--max-steps", "1", "--lookahead-ms", "25"]) == 2
     assert "steps of 10 ms" in capsys.readouterr().err
+
+
+def test_cli_fine_tunes_from_weights_and_resumes_the_same_model(dataset, tmp_path, capsys):
+    """--init-weights: the run starts from the file's weights, architecture (here a tiny,
+    non-preset one) and motion statistics; its record rebuilds that model on --resume."""
+    torch.manual_seed(3)
+    source = Generator(preset("small", **TINY))
+    mean, std = torch.linspace(-1, 1, source.motion_mean.numel()), torch.linspace(0.5, 2, source.motion_std.numel())
+    source.set_motion_stats(mean, std)                      # not the data's: must survive fine-tuning
+    weights = tmp_path / "pretrained.safetensors"
+    save_weights(source, weights, {"preset": "small", "steps": 123})
+    run_dir = tmp_path / "run"
+    common = ["train", "generator", "--data", str(dataset), "-o", str(run_dir), "--device", "cpu", "--no-progress",
+              "--batch-size", "2", "--warmup-steps", "1", "--val-every", "2", "--val-batches", "1",
+              "--lr-schedule", "constant", "--export-dtype", "float32"]
+    assert cli_main([*common, "--max-steps", "2", "--init-weights", str(weights)]) == 0
+    state = load_checkpoint(run_dir)
+    assert state["record"]["init_weights_steps"] == 123
+    assert state["record"]["model_options"]["width"] == "16"        # the file's architecture, not the preset's
+    tuned = load_generator(run_dir / "generator_ema.safetensors")
+    assert tuned.cfg == source.cfg
+    assert torch.equal(tuned.motion_mean, mean) and torch.equal(tuned.motion_std, std)
+    moved = [not torch.equal(a, b) for (name, a), b in zip(tuned.state_dict().items(), source.state_dict().values())
+             if not name.startswith("motion_")]
+    assert any(moved)                                                 # it trained
+    # Started from the file: after 2 small steps the weights are still close to it (a fresh
+    # random init of the same architecture is far from it).
+    fresh = Generator(preset("small", **TINY))
+    def distance(model):
+        return sum(float((a - b).abs().sum()) for (name, a), b in
+                   zip(model.state_dict().items(), source.state_dict().values()) if not name.startswith("motion_"))
+    assert distance(tuned) < 0.1 * distance(fresh)
+    assert cli_main([*common, "--max-steps", "3", "--resume"]) == 0
+    resumed = load_checkpoint(run_dir)
+    assert resumed["step"] == 3 and resumed["record"]["init_weights_steps"] == 123
+    assert resumed["record"]["command"].endswith(f"--init-weights {weights}")
+    assert cli_main([*common, "--max-steps", "3", "--resume", "--init-weights", str(weights)]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert cli_main([*common, "--max-steps", "1", "--init-weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no such file" in capsys.readouterr().err

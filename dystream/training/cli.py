@@ -69,6 +69,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                      help="continue from a checkpoint (default: RUN_DIR/checkpoint.pt); exact on the same "
                           "number of processes")
+    gen.add_argument("--init-weights", default=None, metavar="WEIGHTS",
+                     help="start from trained generator weights (a .safetensors file, e.g. the bundled "
+                          "dystream/weights/generator-small.safetensors) instead of random ones: fine-tuning, "
+                          "e.g. on shards made from real video. The architecture and the motion statistics "
+                          "come from the file (--preset, --model-option and --lookahead-ms are ignored); "
+                          "the optimizer, schedule and EMA start afresh")
     gen.add_argument("--export", default=None, metavar="PATH",
                      help=f"where to write the EMA weights (default RUN_DIR/{EXPORT_NAME})")
     gen.add_argument("--export-dtype", choices=("float16", "float32"), default="float16",
@@ -93,6 +99,35 @@ def build(preset_name: str, overrides: dict[str, str], lookahead_ms: int | None)
                                      "install the complete dystream package") from exc
     cfg = apply_overrides(preset(preset_name), overrides, lookahead_ms)
     return Generator(cfg), cfg
+
+
+def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, torch.Tensor], dict[str, Any]]:
+    """(preset, model options, state dict, training record) of a generator weights file.
+
+    The options are the fields in which the file's config differs from its preset, as
+    --model-option strings, so that the run's record rebuilds the same model on resume."""
+    from dystream.generator.config import PRESETS, GeneratorConfig
+    from dystream.generator.weights import read_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--init-weights {path}: no such file")
+    try:
+        from safetensors.torch import load_file
+
+        meta = read_metadata(path)
+        cfg = GeneratorConfig.from_json(meta["config"])
+        info = json.loads(meta.get("info", "{}"))
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+    except Exception as exc:
+        raise InputError(f"--init-weights {path}: not a dystream generator weights file ({exc})") from None
+    preset_name = info.get("preset") if info.get("preset") in PRESETS else "small"
+    base = dataclasses.asdict(PRESETS[preset_name])
+    # Compared as JSON: a config read from a file holds lists where the preset holds tuples.
+    options = {name: (json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value))
+               for name, value in dataclasses.asdict(cfg).items()
+               if json.dumps(base.get(name), sort_keys=True) != json.dumps(value, sort_keys=True)}
+    return preset_name, options, state, info
 
 
 def save_weights(model, path, info, dtype: torch.dtype | None = None) -> None:
@@ -192,6 +227,16 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
 
     state = None
     preset_name, overrides, lookahead_ms = args.preset, _parse_options(args.model_option), args.lookahead_ms
+    init_state = None
+    if args.init_weights:
+        if args.resume is not None:
+            raise InputError("--init-weights starts a new run from trained weights and --resume continues a "
+                             "run from its checkpoint: give one of them")
+        if overrides or lookahead_ms is not None:
+            log.warning("--init-weights: the model's settings come from %s; --model-option and --lookahead-ms "
+                        "are ignored", args.init_weights)
+        preset_name, overrides, init_state, init_info = initial_weights(args.init_weights)
+        lookahead_ms = None
     if args.resume is not None:
         state = load_checkpoint(args.resume or run_dir / CHECKPOINT_NAME, map_location="cpu")
         saved = state["record"]
@@ -205,6 +250,12 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
 
     torch.manual_seed(args.seed)  # initial weights follow --seed (DDP copies rank 0's to the others)
     model, cfg = factory.build(preset_name, overrides, lookahead_ms)
+    if init_state is not None:
+        try:                                  # weights and the motion statistics they were trained with
+            model.load_state_dict(init_state)
+        except RuntimeError as exc:
+            raise InputError(f"--init-weights {args.init_weights} does not fit the model it describes ({exc})") from None
+        log.info("initial weights from %s (%s steps of training)", args.init_weights, init_info.get("steps", "?"))
     # training_loss predicts frames 1..T-1 of a window from their predecessors, so T = W + 1
     # trains every attention span the W-frame sliding window can hold at inference.
     window_frames = int(cfg.window) + 1
@@ -219,14 +270,15 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
         val_conversations = []
     if args.until_plateau and not val_conversations:
         raise InputError(f"--until-plateau needs validation data, but {Path(args.data) / 'val'} has no shards")
-    mean, std = motion_statistics(train_conversations)
     left, right = model.audio_context()
     train_bank = WindowBank(train_conversations, window_frames, left, right, ctx.device)
     val_bank = WindowBank(val_conversations, window_frames, left, right, ctx.device) if val_conversations else None
-    if cfg.pose_relative:
-        mean, std = relative_motion_statistics(train_bank, model.relative_mask.cpu().numpy() > 0,
-                                               args.anchor_strategy, mean, std, seed=args.seed)
-    model.set_motion_stats(torch.from_numpy(mean), torch.from_numpy(std))
+    if init_state is None:  # fine-tuning keeps the statistics the initial weights were trained with
+        mean, std = motion_statistics(train_conversations)
+        if cfg.pose_relative:
+            mean, std = relative_motion_statistics(train_bank, model.relative_mask.cpu().numpy() > 0,
+                                                   args.anchor_strategy, mean, std, seed=args.seed)
+        model.set_motion_stats(torch.from_numpy(mean), torch.from_numpy(std))
     del train_conversations, val_conversations
     log.info("data: %.2f h train (%d conversations), %s val, loaded in %.1f s on %s",
              train_bank.hours, train_bank.num_conversations,
@@ -243,8 +295,14 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
         "preset": preset_name, "model_options": overrides, "lookahead_ms": lookahead_ms,
         "generator_config": _config_dict(cfg), "parameters": num_params,
         "command": command_line(args, ctx.world_size),
+        **({"init_weights": str(Path(args.init_weights).resolve()),
+            "init_weights_steps": init_info.get("steps")} if init_state is not None else {}),
         "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
     }
+    if state is not None and "init_weights" in state["record"]:   # a resumed fine-tuning run stays one
+        record["init_weights"] = state["record"]["init_weights"]
+        record["init_weights_steps"] = state["record"].get("init_weights_steps")
+        record["command"] += " " + shlex.join(["--init-weights", record["init_weights"]])
     trainer = Trainer(model, train_bank, val_bank, options, run_dir, ctx, record=record)
     if state is not None:
         trainer.load_state_dict(state)

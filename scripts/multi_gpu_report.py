@@ -42,9 +42,8 @@ def mean_loss(run: dict, first: int, last: int) -> float:
     return sum(losses) / len(losses)
 
 
-def median_rate(run: dict, last_step: int | None = None) -> float:
-    return statistics.median(rate for step, rate in run["samples_per_s"]
-                             if step > WARMUP_INTERVAL_STEPS and (last_step is None or step <= last_step))
+def median_rate(run: dict) -> float:
+    return statistics.median(rate for step, rate in run["samples_per_s"] if step > WARMUP_INTERVAL_STEPS)
 
 
 def main() -> None:
@@ -66,8 +65,8 @@ def main() -> None:
             "two_vs_one_gpu_same_seed": last200["gpu2_seed0"] / last200["gpu1_seed0"] - 1,
             "two_vs_one_gpu_mean_of_seeds": last200["gpu2_seed0"] / statistics.mean(one) - 1,
             "seed_spread_one_gpu": abs(one[0] / one[1] - 1),
-            "after_resume_first_interval": {name: runs[name]["train"][next(
-                i for i, (s, _) in enumerate(runs[name]["train"]) if s > steps)] for name in ("resume_2to1", "resume_2to4")},
+            "after_resume_first_interval": {name: next(row for row in runs[name]["train"] if row[0] > steps)
+                                            for name in ("resume_2to1", "resume_2to4")},
         }
         print(json.dumps(report["compare"], indent=2))
         plot(runs, steps, args.output / "multi_gpu_loss.png")

@@ -106,28 +106,21 @@ def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, to
 
     The options are the fields in which the file's config differs from its preset, as
     --model-option strings, so that the run's record rebuilds the same model on resume."""
-    from dystream.generator.config import PRESETS, GeneratorConfig
-    from dystream.generator.weights import read_metadata
+    from dystream.generator.config import PRESETS
+    from dystream.generator.weights import load_generator
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--init-weights {path}: no such file")
-    try:
-        from safetensors.torch import load_file
-
-        meta = read_metadata(path)
-        cfg = GeneratorConfig.from_json(meta["config"])
-        info = json.loads(meta.get("info", "{}"))
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
-    except Exception as exc:
-        raise InputError(f"--init-weights {path}: not a dystream generator weights file ({exc})") from None
+    model = load_generator(path)                       # float32; a clear error for a foreign file
+    info = model.weights_info
     preset_name = info.get("preset") if info.get("preset") in PRESETS else "small"
     base = dataclasses.asdict(PRESETS[preset_name])
     # Compared as JSON: a config read from a file holds lists where the preset holds tuples.
     options = {name: (json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value))
-               for name, value in dataclasses.asdict(cfg).items()
+               for name, value in dataclasses.asdict(model.cfg).items()
                if json.dumps(base.get(name), sort_keys=True) != json.dumps(value, sort_keys=True)}
-    return preset_name, options, state, info
+    return preset_name, options, model.state_dict(), info
 
 
 def save_weights(model, path, info, dtype: torch.dtype | None = None) -> None:

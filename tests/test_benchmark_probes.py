@@ -1,0 +1,54 @@
+"""The pure helpers of two diagnostic benchmarks: blendshape_geometry.py (where a sweep's
+score is lost) and voice_probe.py (which property of a voice decides lip closure)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_follow_ratio_and_leftover():
+    geometry = _load("blendshape_geometry")
+    rng = np.random.default_rng(0)
+    intended = rng.normal(size=(468, 2))
+    intended[:100] = 0.0                                   # points the warp leaves alone
+    ratio, left = geometry.follow(0.6 * intended, intended)
+    assert ratio == pytest.approx(0.6) and left == pytest.approx(0.0, abs=1e-12)
+    sideways = np.stack([-intended[:, 1], intended[:, 0]], 1)   # a move at right angles: not followed
+    ratio, left = geometry.follow(0.5 * intended + sideways, intended)
+    assert ratio == pytest.approx(0.5)
+    moved = np.linalg.norm(intended, axis=1) > 0.3
+    assert left == pytest.approx(np.linalg.norm(sideways[moved], axis=1).mean())
+    assert np.isnan(geometry.follow(intended, np.zeros_like(intended))[0])
+
+
+def test_blendshape_input_points():
+    points = _load("blendshape_geometry").BLENDSHAPE_INPUT_POINTS
+    assert len(points) == 146 and len(set(points)) == 146 and list(points) == sorted(points)
+    assert set(range(468, 478)) <= set(points) and max(points) == 477   # both irises are read
+
+
+def test_voice_probe_edits_only_the_bilabials():
+    probe = _load("voice_probe")
+    sr = probe.SAMPLE_RATE
+    audio = np.ones(sr, np.float32)
+    phones = [("ah", 0.0, 0.2), ("m", 0.2, 0.3), ("iy", 0.3, 0.6), ("p", 0.6, 0.65), ("s", 0.65, 1.0)]
+    quiet = probe.attenuate(audio, phones, -20)
+    inside = np.zeros(sr, bool)
+    inside[int(0.2 * sr):int(0.3 * sr)] = inside[int(0.6 * sr):int(0.65 * sr)] = True
+    assert np.allclose(quiet[inside], 0.1) and np.all(quiet[~inside] == 1.0)
+    hum = probe.murmur(0.5 * audio, phones, -6, 150) - 0.5 * audio
+    assert np.all(hum[~inside] == 0.0) and np.abs(hum[inside]).max() > 0.1
+    with pytest.raises(ValueError, match="silent"):
+        probe.murmur(0 * audio, phones, -6, 150)
+    slower, moved = probe.resample(np.zeros(sr, np.float32), phones, 0.8)
+    assert len(slower) % 640 == 0 and abs(len(slower) - sr / 0.8) <= 640
+    assert moved[1] == ("m", pytest.approx(0.25), pytest.approx(0.375))

@@ -1,12 +1,13 @@
 """Which property of a voice decides lip closure? Bilabial closure of generator weights
 on flite voices whose audio is changed one property at a time.
 
-    python benchmarks/voice_probe.py [--sentences 120] [--weights FILE] [--json out.json]
+    python benchmarks/voice_probe.py [--data DIR] [--sentences 120] [--weights FILE] [--json out.json]
 
 Speaks the same test-split sentences (``dystream.data.text``, seed 0) with flite's
 ``slt`` (the unseen test voice whose bilabials the model misses) and the training
 voices ``awb`` and ``rms``, 0.4 s apart, the partner silent, and generates motion
-(default steps and guidance, seed 0, anchor: the first test conversation's). Then
+(default steps and guidance, seed 0; anchor: with ``--data`` the first test
+conversation's, as docs/generator.md ran it, else a resting face). Then
 scores ``bilabial_closure_counts`` against flite's own phone times for:
 
 * pitch alone: flite's ``int_f0_target_mean`` (the clustergen voices' F0; durations

@@ -77,7 +77,7 @@ def dump(args: argparse.Namespace) -> None:
         out[f"{name}/read_points"] = np.array(points, np.float32)
         out[f"{name}/read_scores"] = np.array(scores, np.float32)
         out[f"{name}/intended_points"] = intended.astype(np.float32)
-        out["score_names"] = np.array(sorted(face.blendshapes))
+    out["score_names"] = np.array(sorted(face.blendshapes))
     ae.encoder.close()
     np.savez(args.output, **out)
     print(f"wrote {len(CHANNELS)} sweeps of {args.steps} frames to {args.output}")

@@ -57,7 +57,11 @@ def speak(voice: str, sentences: list[str], f0: float | None = None,
 
 
 def bilabials(phones) -> list[tuple[int, int]]:
-    return [(int(s * SAMPLE_RATE), int(e * SAMPLE_RATE)) for p, s, e in phones if p.rstrip("012") in ("p", "b", "m")]
+    """Sample spans of the phones the closure metric scores (its own phone set)."""
+    from dystream.metrics.events import BILABIALS
+
+    return [(int(s * SAMPLE_RATE), int(e * SAMPLE_RATE)) for p, s, e in phones
+            if str(p).lower().rstrip("012") in BILABIALS]
 
 
 def attenuate(audio: np.ndarray, phones, db: float) -> np.ndarray:

@@ -51,7 +51,7 @@ def test_audio_context_matches_what_the_encoders_read():
 
 
 @pytest.mark.parametrize("options", [{"pose_relative": False, "future_frames": 0}, {"pose_relative": True, "spec_warp": 0.15, "spec_eq_db": 6.0,
-                                           "future_frames": 4, "head_draws": 3}])
+                                           "future_frames": 4, "head_draws": 3, "front_warps": (0.85, 1.0, 1.2)}])
 def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes(options):
     model = tiny_generator(**options).train()
     # 8 windows x 11 frames per stream: the per-frame audio dropout (p=0.1) drops some
@@ -195,8 +195,9 @@ def test_generate_motion_shapes_seed_and_bad_input():
         generate_motion(model, audio, None, np.zeros(3, np.float32))
 
 
-def test_weights_round_trip(tmp_path):
-    model = tiny_generator(self_lookahead_ms=40)
+@pytest.mark.parametrize("options", [{}, {"front_warps": (0.8, 1.0, 1.25)}])
+def test_weights_round_trip(tmp_path, options):
+    model = tiny_generator(self_lookahead_ms=40, **options)
     path = save_weights(model, tmp_path / "g.safetensors", {"steps": 12})
     loaded = load_generator(path)
     assert loaded.cfg == model.cfg and loaded.weights_info == {"steps": 12}
@@ -254,3 +255,38 @@ def test_spectral_augmentation_warps_frequencies_and_stays_in_bounds():
     bound = 6.0 * np.log(10.0) / 10.0
     assert eq.abs().max() <= bound + 1e-6 and eq.abs().max() > 0.5 * bound
     assert eq[:, 1:].sub(eq[:, :-1]).abs().max() < 0.2 * bound  # smooth across neighbouring bands
+
+
+def test_vocal_tract_pooling_folds_warps_into_the_filterbank_and_takes_the_maximum():
+    from dystream.generator.audio_frontend import LogMel, warp_frequencies
+
+    audio = torch.from_numpy(speech_like(6400, 5))[None]
+    plain = LogMel(32, 400, 160, 16000)
+    pooled = LogMel(32, 400, 160, 16000, (0.8, 1.0, 1.25))
+    mel = pooled(audio)
+    assert mel.shape == (*plain(audio).shape[:2], 3, 32)
+    assert torch.equal(mel[:, :, 1], plain(audio))
+    # Each folded filterbank is the per-sample warp of the power spectrum, then the mel filters.
+    frames = audio.unfold(-1, 400, 160) * plain.hann
+    power = torch.fft.rfft(frames, dim=-1).abs().square()
+    for k, factor in enumerate((0.8, 1.0, 1.25)):
+        expected = (torch.log(warp_frequencies(power, torch.tensor([factor])) @ plain.mel_filters + 1e-6) + 4) / 4
+        assert torch.allclose(mel[:, :, k], expected, atol=1e-4)
+    # The encoder keeps the element-wise maximum of one projection over the versions;
+    # with the single factor 1 it is the plain encoder with the same weights.
+    single = tiny_generator(front_warps=(1.0,))
+    reference = tiny_generator()
+    reference.load_state_dict(single.state_dict())
+    with torch.no_grad():
+        a = single.self_encoder(audio, 4)
+        b = reference.self_encoder(audio, 4)
+    assert torch.allclose(a, b, atol=1e-6)
+    model = tiny_generator(front_warps=(0.8, 1.0, 1.25))
+    encoder = model.self_encoder
+    with torch.no_grad():
+        windows = encoder.logmel(audio[:, :encoder.samples_needed(4)]).unfold(1, encoder.front_kernel, 4)
+        per_version = encoder.front(windows.flatten(3))  # [B, T, 3, H]
+        assert torch.equal(encoder._front(audio, 4), per_version.amax(dim=2))
+        assert (per_version.argmax(dim=2) != 1).any()  # other versions win somewhere
+    with pytest.raises(InputError, match="front_warps"):
+        GeneratorConfig(front_warps=(0.3, 1.0))

@@ -56,7 +56,7 @@ class CausalAudioEncoder(nn.Module):
         self.lookahead_mels = cfg.lookahead_mels(stream)
         self.lookahead_samples = cfg.lookahead_samples(stream)
         self.front_kernel = cfg.front_left_mels + cfg.mels_per_frame + self.lookahead_mels
-        self.logmel = LogMel(cfg.n_mels, cfg.mel_window, cfg.mel_hop, cfg.sample_rate)
+        self.logmel = LogMel(cfg.n_mels, cfg.mel_window, cfg.mel_hop, cfg.sample_rate, cfg.front_warps)
         self.front = nn.Linear(cfg.n_mels * self.front_kernel, cfg.audio_width)
         self.blocks = nn.ModuleList(
             CausalConvBlock(cfg.audio_width, cfg.audio_kernel, cfg.dropout) for _ in range(cfg.audio_layers)
@@ -69,9 +69,13 @@ class CausalAudioEncoder(nn.Module):
 
     def _front(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
         audio = audio[:, : self.samples_needed(num_frames)]
-        mel = self.logmel(audio, *(augment or (None, None)))  # [B, J, M]
-        windows = mel.unfold(1, self.front_kernel, self.cfg.mels_per_frame)  # [B, T, M, K]
-        return self.front(windows.flatten(2))
+        mel = self.logmel(audio, *(augment or (None, None)))  # [B, J, M] ([B, J, P, M] pooled)
+        windows = mel.unfold(1, self.front_kernel, self.cfg.mels_per_frame)  # [B, T, (P,) M, K]
+        if not self.cfg.front_warps:
+            return self.front(windows.flatten(2))
+        # Vocal-tract-length pooling: the same projection on every warped version, then
+        # the element-wise maximum over the P versions.
+        return self.front(windows.flatten(3)).amax(dim=2)
 
     def forward(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
         """audio [B, N] starting ``front_left_samples`` before frame 0 -> features [B, T, H].

@@ -37,18 +37,41 @@ def mel_filterbank(n_bins: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     return filters.float()
 
 
-class LogMel(nn.Module):
-    """Raw 16 kHz samples [B, N] -> log-mel frames [B, J, n_mels], J = (N - window) // hop + 1."""
+def warp_matrix(n_bins: int, factor: float) -> torch.Tensor:
+    """[n_bins, n_bins] matrix A with (power @ A) = the power spectrum with its frequency
+    axis scaled by ``factor`` (bin k reads the power at k / factor, linear interpolation,
+    clamped at the edges) - the same map as ``warp_frequencies`` for one fixed factor."""
+    source = (torch.arange(n_bins, dtype=torch.float64) / factor).clamp(0, n_bins - 1)
+    low = source.floor().long().clamp(max=n_bins - 2)
+    frac = source - low
+    matrix = torch.zeros(n_bins, n_bins, dtype=torch.float64)
+    columns = torch.arange(n_bins)
+    matrix.index_put_((low, columns), 1.0 - frac, accumulate=True)
+    matrix.index_put_((low + 1, columns), frac, accumulate=True)
+    return matrix
 
-    def __init__(self, n_mels: int, window: int, hop: int, sample_rate: int) -> None:
+
+class LogMel(nn.Module):
+    """Raw 16 kHz samples [B, N] -> log-mel frames [B, J, n_mels], J = (N - window) // hop + 1.
+
+    With ``pool_warps`` (K factors) every frame is computed K times, from the power
+    spectrum with its frequency axis scaled by each factor (folded into K filterbanks,
+    one matmul): [B, J, K, n_mels]."""
+
+    def __init__(self, n_mels: int, window: int, hop: int, sample_rate: int,
+                 pool_warps: tuple[float, ...] = ()) -> None:
         super().__init__()
         self.window, self.hop = window, hop
         n_bins = window // 2 + 1
         t = torch.arange(window, dtype=torch.float64)
         hann = 0.5 - 0.5 * torch.cos(2 * math.pi * t / window)
         self.register_buffer("hann", hann.float(), persistent=False)
-        self.register_buffer("mel_filters", mel_filterbank(n_bins, n_mels, sample_rate), persistent=False)
-        self.n_bins = n_bins
+        filters = mel_filterbank(n_bins, n_mels, sample_rate)
+        self.pool_warps = tuple(pool_warps)
+        if self.pool_warps:
+            filters = torch.cat([warp_matrix(n_bins, f) @ filters.double() for f in self.pool_warps], dim=1).float()
+        self.register_buffer("mel_filters", filters, persistent=False)
+        self.n_bins, self.n_mels = n_bins, n_mels
 
     def forward(self, samples: torch.Tensor, warp: torch.Tensor | None = None,
                 eq: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,8 +86,11 @@ class LogMel(nn.Module):
             if warp is not None:
                 power = warp_frequencies(power, warp)
             log_mel = torch.log(power @ self.mel_filters.float() + 1e-6)
+            if self.pool_warps:
+                log_mel = log_mel.unflatten(-1, (len(self.pool_warps), self.n_mels))  # [B, J, K, M]
             if eq is not None:
-                log_mel = log_mel + eq.float()[:, None, :]
+                eq = eq.float()[:, None, None, :] if self.pool_warps else eq.float()[:, None, :]
+                log_mel = log_mel + eq
             # Fixed affine so that speech-level log-mels sit roughly in [-1, 1] before any layer.
             mel = (log_mel + 4.0) / 4.0
         return mel.to(samples.dtype)

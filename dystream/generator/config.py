@@ -82,6 +82,13 @@ class GeneratorConfig:
     # change) and a smooth random equaliser of up to +/- eq_db.
     spec_warp: float = 0.0
     spec_eq_db: float = 0.0
+    # Vocal-tract-length pooling in the front end (inference too): each mel frame is also
+    # computed from the power spectrum with its frequency axis scaled by each of these
+    # factors, the front projection runs on every version and the features keep the
+    # element-wise maximum, so a voice whose formants sit higher or lower than the
+    # training voices' (a shorter or longer vocal tract) meets the same detectors.
+    # Empty: one unwarped spectrum (what weights saved before this option mean).
+    front_warps: tuple = ()
     # Training-only auxiliary target: a linear probe on c_t regresses the next
     # future_frames clean frames (weight future_weight), so c_t carries where the
     # motion is going (a nod under way), not only the next frame.
@@ -109,6 +116,9 @@ class GeneratorConfig:
             raise InputError("mel_hop must divide the samples of one motion frame")
         if not 0.0 <= self.spec_warp < 0.5 or self.spec_eq_db < 0.0:
             raise InputError("spec_warp must be in [0, 0.5) and spec_eq_db >= 0")
+        object.__setattr__(self, "front_warps", tuple(float(f) for f in self.front_warps))
+        if any(not 0.5 <= f <= 2.0 for f in self.front_warps):
+            raise InputError(f"front_warps: every factor must be in [0.5, 2], got {list(self.front_warps)}")
         if self.future_frames < 0 or self.head_draws < 1:
             raise InputError("future_frames must be >= 0 and head_draws >= 1")
         unknown = sorted(set(self.loss_channel_weights) - set(NAMES))

@@ -38,17 +38,10 @@ def mel_filterbank(n_bins: int, n_mels: int, sample_rate: int) -> torch.Tensor:
 
 
 def warp_matrix(n_bins: int, factor: float) -> torch.Tensor:
-    """[n_bins, n_bins] matrix A with (power @ A) = the power spectrum with its frequency
-    axis scaled by ``factor`` (bin k reads the power at k / factor, linear interpolation,
-    clamped at the edges) - the same map as ``warp_frequencies`` for one fixed factor."""
-    source = (torch.arange(n_bins, dtype=torch.float64) / factor).clamp(0, n_bins - 1)
-    low = source.floor().long().clamp(max=n_bins - 2)
-    frac = source - low
-    matrix = torch.zeros(n_bins, n_bins, dtype=torch.float64)
-    columns = torch.arange(n_bins)
-    matrix.index_put_((low, columns), 1.0 - frac, accumulate=True)
-    matrix.index_put_((low + 1, columns), frac, accumulate=True)
-    return matrix
+    """[n_bins, n_bins] matrix A with (power @ A) = ``warp_frequencies`` of the power
+    spectrum for one fixed factor (bin k reads the power at k / factor): the warp applied
+    to the identity, row j holding where bin j's power goes."""
+    return warp_frequencies(torch.eye(n_bins)[None], torch.tensor([factor]))[0].double()
 
 
 class LogMel(nn.Module):

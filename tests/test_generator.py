@@ -51,7 +51,8 @@ def test_audio_context_matches_what_the_encoders_read():
 
 
 @pytest.mark.parametrize("options", [{"pose_relative": False, "future_frames": 0}, {"pose_relative": True, "spec_warp": 0.15, "spec_eq_db": 6.0,
-                                           "future_frames": 4, "head_draws": 3, "front_warps": (0.85, 1.0, 1.2)}])
+                                           "future_frames": 4, "head_draws": 3, "front_warps": (0.85, 1.0, 1.2),
+                                           "front_pool_depth": 1}])
 def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes(options):
     model = tiny_generator(**options).train()
     # 8 windows x 11 frames per stream: the per-frame audio dropout (p=0.1) drops some
@@ -195,7 +196,8 @@ def test_generate_motion_shapes_seed_and_bad_input():
         generate_motion(model, audio, None, np.zeros(3, np.float32))
 
 
-@pytest.mark.parametrize("options", [{}, {"front_warps": (0.8, 1.0, 1.25)}])
+@pytest.mark.parametrize("options", [{}, {"front_warps": (0.8, 1.0, 1.25)},
+                                     {"front_warps": (0.8, 1.0, 1.25), "front_pool_depth": 2}])
 def test_weights_round_trip(tmp_path, options):
     model = tiny_generator(self_lookahead_ms=40, **options)
     path = save_weights(model, tmp_path / "g.safetensors", {"steps": 12})
@@ -290,3 +292,27 @@ def test_vocal_tract_pooling_folds_warps_into_the_filterbank_and_takes_the_maxim
         assert (per_version.argmax(dim=2) != 1).any()  # other versions win somewhere
     with pytest.raises(InputError, match="front_warps"):
         GeneratorConfig(front_warps=(0.3, 1.0))
+
+
+def test_deep_pooling_runs_the_first_blocks_on_every_version():
+    audio = torch.from_numpy(speech_like(16000, 8))[None].repeat(2, 1)
+    audio[1] *= 0.3
+    model = tiny_generator(front_warps=(0.8, 1.0, 1.25), front_pool_depth=1)
+    encoder = model.self_encoder
+    with torch.no_grad():
+        # By hand: each version through the front projection and the first block on its
+        # own, the maximum over versions, then the other blocks.
+        windows = encoder.logmel(audio[:, :encoder.samples_needed(6)]).unfold(1, encoder.front_kernel, 4)
+        per_version = encoder.front(windows.flatten(3))  # [B, T, 3, H]
+        first = torch.stack([encoder.blocks[0](per_version[:, :, k]) for k in range(3)], dim=2)
+        x = first.amax(dim=2)
+        for block in encoder.blocks[1:]:
+            x = block(x)
+        assert torch.allclose(encoder(audio, 6), encoder.out_norm(x), atol=1e-6)
+        assert (first.argmax(dim=2) != 1).any()
+    # The pooled block keeps one history per version and stream; the others one per stream.
+    state = encoder.initial_state(2)
+    assert [s.shape[0] for s in state] == [6, 2]
+    for depth, warps in ((3, (0.8, 1.0)), (1, ())):
+        with pytest.raises(InputError, match="front_pool_depth"):
+            GeneratorConfig(audio_layers=2, front_warps=warps, front_pool_depth=depth)

@@ -67,15 +67,28 @@ class CausalAudioEncoder(nn.Module):
         """Samples an offline call for ``num_frames`` frames reads (from ``-front_left_samples``)."""
         return self.cfg.front_left_samples + num_frames * self.cfg.samples_per_frame + self.lookahead_samples
 
+    @property
+    def versions(self) -> int:
+        """Warped versions of the spectrum the front end pools over (1: the plain one)."""
+        return max(len(self.cfg.front_warps), 1)
+
     def _front(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
+        """Front projection -> [B, T, H], or [B * P, T, H] (batch-major) before a deep pool."""
         audio = audio[:, : self.samples_needed(num_frames)]
         mel = self.logmel(audio, *(augment or (None, None)))  # [B, J, M] ([B, J, P, M] pooled)
         windows = mel.unfold(1, self.front_kernel, self.cfg.mels_per_frame)  # [B, T, (P,) M, K]
         if not self.cfg.front_warps:
             return self.front(windows.flatten(2))
-        # Vocal-tract-length pooling: the same projection on every warped version, then
-        # the element-wise maximum over the P versions.
-        return self.front(windows.flatten(3)).amax(dim=2)
+        # Vocal-tract-length pooling: the same projection (and the first front_pool_depth
+        # blocks) on every warped version, then the element-wise maximum over the P versions.
+        x = self.front(windows.flatten(3))  # [B, T, P, H]
+        if not self.cfg.front_pool_depth:
+            return x.amax(dim=2)
+        return x.transpose(1, 2).flatten(0, 1)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """[B * P, T, H] -> the maximum over the P versions, [B, T, H]."""
+        return x.unflatten(0, (-1, self.versions)).amax(dim=1)
 
     def forward(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
         """audio [B, N] starting ``front_left_samples`` before frame 0 -> features [B, T, H].
@@ -87,14 +100,17 @@ class CausalAudioEncoder(nn.Module):
                 f"frames, got {audio.shape[1]}"
             )
         x = self._front(audio, num_frames, augment)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)
+            if i + 1 == self.cfg.front_pool_depth:
+                x = self._pool(x)
         return self.out_norm(x)
 
     # -- incremental ------------------------------------------------------
     def initial_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
-        k = self.cfg.audio_kernel - 1
-        return [torch.zeros(batch, k, self.cfg.audio_width, device=device, dtype=dtype) for _ in self.blocks]
+        k, depth = self.cfg.audio_kernel - 1, self.cfg.front_pool_depth
+        return [torch.zeros(batch * (self.versions if i < depth else 1), k, self.cfg.audio_width,
+                            device=device, dtype=dtype) for i in range(len(self.blocks))]
 
     @property
     def step_samples(self) -> int:
@@ -105,7 +121,9 @@ class CausalAudioEncoder(nn.Module):
         """Features of one frame from its ``step_samples`` samples -> ([B, 1, H], new state)."""
         x = self._front(audio_slice, 1)
         new_state = []
-        for block, history in zip(self.blocks, state):
+        for i, (block, history) in enumerate(zip(self.blocks, state)):
             x, history = block.step(x, history)
             new_state.append(history)
+            if i + 1 == self.cfg.front_pool_depth:
+                x = self._pool(x)
         return self.out_norm(x), new_state

@@ -23,9 +23,9 @@ DEFAULT_GUIDANCE: dict[str, float] = {"self": 0.5, "other": 0.5, "anchor": 0.0, 
 # head away from the anchor over minutes), a full partner-audio term (listening nods)
 # and "all" at 0.75; the same 4 branches run. Applies where the guidance above is the
 # default too (guidance of one's own guides the pose alike unless a pose guidance is
-# given). Chosen on the synthetic test split with the bundled weights; other weights
-# may want another.
-DEFAULT_POSE_GUIDANCE: float | dict[str, float] = {"self": 0.0, "other": 1.0, "all": 0.75}
+# given). The partner-audio weight (0.7) was chosen on the synthetic val split with the
+# bundled weights (docs/generator.md, "Pose guidance"); other weights may want another.
+DEFAULT_POSE_GUIDANCE: float | dict[str, float] = {"self": 0.0, "other": 0.7, "all": 0.75}
 MAX_LOOKAHEAD_MS = 120
 
 
@@ -89,6 +89,11 @@ class GeneratorConfig:
     # training voices' (a shorter or longer vocal tract) meets the same detectors.
     # Empty: one unwarped spectrum (what weights saved before this option mean).
     front_warps: tuple = ()
+    # How many of the audio encoder's conv blocks run on every warped version before the
+    # maximum (0: the maximum right after the front projection). Deeper pooling lets
+    # each version's detectors see a few frames of context first; the blocks' streaming
+    # state then holds one history per version.
+    front_pool_depth: int = 0
     # Training-only auxiliary target: a linear probe on c_t regresses the next
     # future_frames clean frames (weight future_weight), so c_t carries where the
     # motion is going (a nod under way), not only the next frame.
@@ -119,6 +124,9 @@ class GeneratorConfig:
         object.__setattr__(self, "front_warps", tuple(float(f) for f in self.front_warps))
         if any(not 0.5 <= f <= 2.0 for f in self.front_warps):
             raise InputError(f"front_warps: every factor must be in [0.5, 2], got {list(self.front_warps)}")
+        if not 0 <= self.front_pool_depth <= self.audio_layers or (self.front_pool_depth and not self.front_warps):
+            raise InputError(f"front_pool_depth={self.front_pool_depth}: must be 0-{self.audio_layers} "
+                             "(the audio encoder's blocks), and needs front_warps")
         if self.future_frames < 0 or self.head_draws < 1:
             raise InputError("future_frames must be >= 0 and head_draws >= 1")
         unknown = sorted(set(self.loss_channel_weights) - set(NAMES))
@@ -178,16 +186,21 @@ class GeneratorConfig:
         )
 
 
+# Frequency scalings of the pooled front end (``front_warps``): 0.7 .. 1.43, steps of ~9%.
+VTL_POOL = (0.7, 0.765, 0.837, 0.915, 1.0, 1.093, 1.195, 1.307, 1.429)
+
 PRESETS: dict[str, GeneratorConfig] = {
     # Sized by measurement (`dystream bench generator`) to stay under 10 ms per frame
     # on one core of a shared 2-core CPU: the per-frame cost is weight traffic of
     # batch-1 matmuls, so the MLPs are narrow (ratio 2) and the head, run 5 steps x
     # 4 branches, is 128 wide.
-    # Recipe: pose relative to the anchor and the future-frame probe (weight 0.05), chosen
-    # by a side-by-side comparison on the validation split (docs/generator.md).
+    # Recipe: pose relative to the anchor and the future-frame probe (weight 0.05), and
+    # vocal-tract-length pooling over 9 frequency scalings from 0.7 to 1.43, each chosen
+    # by side-by-side comparisons on the validation split (docs/generator.md).
     "small": GeneratorConfig(audio_width=128, width=256, layers=4, heads=4, mlp_ratio=2,
                              head_width=128, head_blocks=3,
-                             pose_relative=True, future_frames=8, future_weight=0.05),
+                             pose_relative=True, future_frames=8, future_weight=0.05,
+                             front_warps=VTL_POOL),
     "paper": GeneratorConfig(
         n_mels=80, audio_width=768, audio_layers=8, width=768, layers=12, heads=12, mlp_ratio=4,
         head_width=768, head_blocks=6,

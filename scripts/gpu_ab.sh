@@ -14,7 +14,9 @@
 # budgets one invocation; with ~60 s of start-up and loading, keep MINUTES <= 8 in a
 # 10-minute device command),
 # SKIP_DATA=1 to start fresh runs on data already made. A variant may train on other
-# data with its own `--data DIR` flag (the last --data wins).
+# data with its own `--data DIR` flag (the last --data wins). A variant may start from
+# trained weights with `--init-weights FILE` (carry FILE, e.g. under .carry/init/); with
+# RESUME=1 that flag is dropped, so one VARIANTS string serves every command.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -37,6 +39,9 @@ IFS=';' read -ra pairs <<< "$VARIANTS"
 for pair in "${pairs[@]}"; do
     name="${pair%%:*}"; name="${name// /}"
     flags="${pair#*:}"
+    if [ "${RESUME:-0}" = 1 ]; then   # the checkpoint holds the weights now
+        flags="$(sed -E 's/--init-weights[ =][^ ]+//g' <<< "$flags")"
+    fi
     [ -n "$name" ] || continue
     mkdir -p "$runs/$name"
     echo "== variant $name: $flags"

@@ -2,8 +2,8 @@
 
 Each stage is a run's log.jsonl and its batch size; the x axis counts training windows
 seen, so stages with different batch sizes line up. A stage's validation loss is on its
-own fixed batches (8 batches of its batch size), so the validation curves of two stages
-are two sets, not one: the plot says so.
+own fixed batches (`--val-batches` batches of its batch size), so the validation curves
+of two stages are two sets, not one: the plot says so.
 
     python scripts/loss_curve_stages.py docs/training/log_small_stage1.jsonl:64 \
         docs/training/log_small_stage2.jsonl:256 -o docs/training/loss_curve_small.png
@@ -14,12 +14,16 @@ import argparse
 import json
 from pathlib import Path
 
+from dystream.training.trainer import TrainOptions
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stages", nargs="+", metavar="LOG:BATCH",
                         help="log.jsonl of each stage, in order, with its batch size")
     parser.add_argument("-o", "--output", required=True, help="PNG to write")
+    parser.add_argument("--val-batches", type=int, default=TrainOptions.val_batches,
+                        help="validation batches the runs used (default: the trainer's, %(default)s)")
     parser.add_argument("--title", default="generator training (small preset)")
     args = parser.parse_args()
 
@@ -45,7 +49,7 @@ def main() -> None:
         ax.plot(*zip(*train), lw=0.7, alpha=0.6, color=f"C{2 * i}", label=f"{label}, train")
         if val:
             ax.plot(*zip(*val), "o-", ms=2.5, color=f"C{2 * i + 1}",
-                    label=f"{label}, validation (EMA; its own {8 * batch} windows)")
+                    label=f"{label}, validation (EMA; its own {args.val_batches * batch} windows)")
         offset += steps * batch / 1e6
         if i + 1 < len(args.stages):
             ax.axvline(offset, color="0.4", lw=0.8, ls=":")

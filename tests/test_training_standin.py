@@ -119,6 +119,20 @@ _record_saving_rank()
 
 # -- tiny datasets --------------------------------------------------------------------------------
 
+def _phones_of(voiced: np.ndarray) -> list[list]:
+    """Phone labels [phone, start, end] for frames: a few phones in turn where the tone
+    sounds (changing every 3 frames), "pau" where it does not."""
+    names = ("m", "aa", "s", "iy")
+    per_frame = [names[(k // 3) % len(names)] if on else "pau" for k, on in enumerate(voiced)]
+    phones: list[list] = []
+    for k, name in enumerate(per_frame):
+        if phones and phones[-1][0] == name:
+            phones[-1][2] = (k + 1) / 25
+        else:
+            phones.append([name, k / 25, (k + 1) / 25])
+    return phones
+
+
 def make_conversation(rng: np.random.Generator, conv_id: str, split: str, seconds: float) -> Conversation:
     """Two parties with random-ish speech-like audio and smooth motion."""
     frames = int(seconds * 25)
@@ -126,8 +140,11 @@ def make_conversation(rng: np.random.Generator, conv_id: str, split: str, second
     time_axis = np.arange(samples) / SAMPLE_RATE
     audio = np.zeros((2, samples), np.float32)
     motion = np.zeros((2, frames, MOTION_DIM), np.float32)
+    labels = []
     for party in range(2):
-        envelope = np.repeat(rng.random(frames) > 0.5, SAMPLES_PER_FRAME)
+        voiced = rng.random(frames) > 0.5
+        labels.append(PartyLabels(phones=_phones_of(voiced)))
+        envelope = np.repeat(voiced, SAMPLES_PER_FRAME)
         tone = np.sin(2 * np.pi * rng.uniform(100, 300) * time_axis)
         audio[party] = (0.3 * envelope * tone + 0.01 * rng.standard_normal(samples)).astype(np.float32)
         walk = np.cumsum(rng.standard_normal((frames, MOTION_DIM)) * 0.02, axis=0)
@@ -135,7 +152,7 @@ def make_conversation(rng: np.random.Generator, conv_id: str, split: str, second
         smooth = np.stack([np.convolve(walk[:, d], kernel, mode="same") for d in range(MOTION_DIM)], axis=1)
         motion[party] = (REST + 0.1 * np.tanh(smooth)).astype(np.float32)
     return Conversation(id=conv_id, split=split, audio=audio, motion=motion, voices=["test_a", "test_b"],
-                        labels=[PartyLabels(), PartyLabels()],
+                        labels=labels,
                         style=[{"neutral": REST.tolist()}, {"neutral": REST.tolist()}])
 
 

@@ -28,6 +28,10 @@ DEFAULT_GUIDANCE: dict[str, float] = {"self": 0.5, "other": 0.5, "anchor": 0.0, 
 # other weights may want another.
 DEFAULT_POSE_GUIDANCE: float | dict[str, float] = {"self": 0.0, "other": 0.3, "all": 0.75}
 MAX_LOOKAHEAD_MS = 120
+# Classes of the training-only phone probe (``phone_weight``): the 39 ARPAbet phones of
+# the data engine's labels and silence ("pau"), in the order of
+# dystream.training.dataset.PHONE_CLASSES.
+PHONE_CLASS_COUNT = 40
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,12 @@ class GeneratorConfig:
     # motion is going (a nod under way), not only the next frame.
     future_frames: int = 0
     future_weight: float = 1.0
+    # Training-only auxiliary target: a linear probe on the self audio encoder's features
+    # classifies the phone at each frame (PHONE_CLASSES: ARPAbet + silence, from the
+    # data's phone labels; frames without labels are skipped), cross-entropy with weight
+    # phone_weight, so the encoder learns what is said rather than who says it.
+    # 0: no probe (what weights saved before this option mean).
+    phone_weight: float = 0.0
     # Flow-head noise draws per frame in training (MAR): the transformer runs once,
     # the head sees head_draws (sigma, noise) pairs per condition.
     head_draws: int = 1
@@ -128,6 +138,8 @@ class GeneratorConfig:
         if not 0 <= self.front_pool_depth <= self.audio_layers or (self.front_pool_depth and not self.front_warps):
             raise InputError(f"front_pool_depth={self.front_pool_depth}: must be 0-{self.audio_layers} "
                              "(the audio encoder's blocks), and needs front_warps")
+        if self.phone_weight < 0:
+            raise InputError(f"phone_weight must be >= 0, got {self.phone_weight}")
         if self.future_frames < 0 or self.head_draws < 1:
             raise InputError("future_frames must be >= 0 and head_draws >= 1")
         unknown = sorted(set(self.loss_channel_weights) - set(NAMES))

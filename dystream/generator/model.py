@@ -16,7 +16,7 @@ from torch import nn
 
 from dystream.generator.audio_encoder import CausalAudioEncoder
 from dystream.generator.audio_frontend import random_equaliser
-from dystream.generator.config import GeneratorConfig
+from dystream.generator.config import PHONE_CLASS_COUNT, GeneratorConfig
 from dystream.generator.flow_head import FlowHead
 from dystream.generator.transformer import FrameTransformer
 from dystream.motion import NAMES, POSE_SLICE
@@ -57,6 +57,8 @@ class Generator(nn.Module):
         # Training-only probe of future frames (cfg.future_frames); never used at inference.
         self.future_probe = (nn.Linear(cfg.width, cfg.future_frames * cfg.motion_dim)
                              if cfg.future_frames > 0 else None)
+        # Training-only phone probe on the self audio features (cfg.phone_weight).
+        self.phone_probe = nn.Linear(cfg.audio_width, PHONE_CLASS_COUNT) if cfg.phone_weight > 0 else None
 
     # -- parameters and normalisation ----------------------------------------
     def parameter_counts(self) -> dict[str, int]:
@@ -67,7 +69,8 @@ class Generator(nn.Module):
             "audio encoders": count(self.self_encoder) + count(self.other_encoder),
             "transformer": count(self.transformer),
             "flow head": count(self.head),
-            "total": count(self) - (count(self.future_probe) if self.future_probe is not None else 0),
+            "total": count(self) - sum(count(probe) for probe in (self.future_probe, self.phone_probe)
+                                       if probe is not None),
         }
 
     @torch.no_grad()
@@ -121,7 +124,12 @@ class Generator(nn.Module):
         return torch.where(keep[..., None], features, null.to(features.dtype))
 
     # -- training ----------------------------------------------------------
-    def training_loss(self, self_audio, other_audio, motion, anchor, anchor_keep, generator=None):
+    @property
+    def wants_phones(self) -> bool:
+        """True when training_loss uses per-frame phone classes (the phone probe is on)."""
+        return self.phone_probe is not None
+
+    def training_loss(self, self_audio, other_audio, motion, anchor, anchor_keep, generator=None, phones=None):
         """Flow-matching loss on one batch of windows.
 
         self_audio, other_audio: [B, left + T*640 + right] (``audio_context``), starting
@@ -141,7 +149,9 @@ class Generator(nn.Module):
         spec_warp / spec_eq_db (front-end speaker augmentation, training mode only),
         head_draws (noise draws per frame for the head), future_frames (the probe's
         auxiliary MSE on frames t+1..t+K, added with weight future_weight),
-        loss_channel_weights (per-channel weights of the MSE).
+        loss_channel_weights (per-channel weights of the MSE), phone_weight (the phone
+        probe's cross-entropy on ``phones`` [B, T], class indices per frame of the self
+        party, -1 where unknown; skipped when ``phones`` is None).
         Returns (loss, stats) with stats as floats.
         """
         cfg = self.cfg
@@ -176,6 +186,9 @@ class Generator(nn.Module):
         keep_other = _uniform((b, steps), generator, device) >= cfg.audio_drop_prob
         keep_anchor = anchor_keep.to(device=device, dtype=torch.bool) & (
             _uniform((b,), generator, device) >= cfg.anchor_drop_prob)
+        phone_ce = None
+        if self.phone_probe is not None and phones is not None:
+            phone_ce, phone_acc = self._phone_loss(self_features, phones[:, 1:])
         self_features = self.drop_audio(self_features, keep_self, self.null_self)
         other_features = self.drop_audio(other_features, keep_other, self.null_other)
         fused = self.transformer.fuse_audio(self_features, other_features)
@@ -203,6 +216,8 @@ class Generator(nn.Module):
         if self.future_probe is not None:
             future_mse = self._future_loss(condition, target)
             loss = loss + cfg.future_weight * future_mse
+        if phone_ce is not None:
+            loss = loss + cfg.phone_weight * phone_ce
         with torch.no_grad():
             stats = {
                 "loss": loss.detach(),
@@ -212,6 +227,8 @@ class Generator(nn.Module):
             }
             if future_mse is not None:
                 stats["future_mse"] = future_mse.detach()
+            if phone_ce is not None:
+                stats["phone_ce"], stats["phone_acc"] = phone_ce.detach(), phone_acc
             stats = {k: float(v) for k, v in stats.items()}
         return loss, stats
 
@@ -224,6 +241,19 @@ class Generator(nn.Module):
         warp = 1.0 + (_uniform((batch,), generator, device) * 2 - 1) * cfg.spec_warp
         eq = random_equaliser(batch, cfg.n_mels, cfg.spec_eq_db, generator, device)
         return warp, eq
+
+    def _phone_loss(self, features: torch.Tensor, phones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-entropy, accuracy) of the phone probe on audio features [B, S, H] against
+        class indices [B, S] (-1: no label; both 0 when no frame has one)."""
+        logits = self.phone_probe(features).float()
+        labels = phones.to(device=logits.device, dtype=torch.long)
+        known = labels >= 0
+        count = known.sum().clamp(min=1)
+        ce = nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+        ce = (ce * known).sum() / count
+        with torch.no_grad():
+            acc = ((logits.argmax(-1) == labels) & known).sum() / count
+        return ce, acc
 
     def _future_loss(self, condition: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """MSE of the probe's guess of frames t+1..t+K (from c_t) where the window holds them."""

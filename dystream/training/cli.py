@@ -101,6 +101,12 @@ def build(preset_name: str, overrides: dict[str, str], lookahead_ms: int | None)
     return Generator(cfg), cfg
 
 
+# Model options that shape only the training loss, not the function the weights compute:
+# they may be set with --model-option on top of --init-weights.
+TRAINING_ONLY_OPTIONS = frozenset({"phone_weight", "future_weight", "loss_channel_weights", "spec_warp",
+                                   "spec_eq_db", "head_draws"})
+
+
 def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, torch.Tensor], dict[str, Any]]:
     """(preset, model options, state dict, training record) of a generator weights file.
 
@@ -225,10 +231,13 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
         if args.resume is not None:
             raise InputError("--init-weights starts a new run from trained weights and --resume continues a "
                              "run from its checkpoint: give one of them")
-        if overrides or lookahead_ms is not None:
-            log.warning("--init-weights: the model's settings come from %s; --model-option and --lookahead-ms "
-                        "are ignored", args.init_weights)
+        training_only = {k: v for k, v in overrides.items() if k in TRAINING_ONLY_OPTIONS}
+        if len(training_only) < len(overrides) or lookahead_ms is not None:
+            log.warning("--init-weights: the model's settings come from %s; --model-option (except the "
+                        "training-only %s) and --lookahead-ms are ignored", args.init_weights,
+                        ", ".join(sorted(TRAINING_ONLY_OPTIONS)))
         preset_name, overrides, init_state, init_info = initial_weights(args.init_weights)
+        overrides = {**overrides, **training_only}
         lookahead_ms = None
     if args.resume is not None:
         state = load_checkpoint(args.resume or run_dir / CHECKPOINT_NAME, map_location="cpu")
@@ -245,9 +254,16 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
     model, cfg = factory.build(preset_name, overrides, lookahead_ms)
     if init_state is not None:
         try:                                  # weights and the motion statistics they were trained with
-            model.load_state_dict(init_state)
+            missing, unexpected = model.load_state_dict(init_state, strict=False)
         except RuntimeError as exc:
             raise InputError(f"--init-weights {args.init_weights} does not fit the model it describes ({exc})") from None
+        # The training-only phone probe, switched on or off for this run, starts fresh or is
+        # dropped; anything else must match.
+        missing = [k for k in missing if not k.startswith("phone_probe.")]
+        unexpected = [k for k in unexpected if not k.startswith("phone_probe.")]
+        if missing or unexpected:
+            raise InputError(f"--init-weights {args.init_weights} does not fit the model it describes "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         log.info("initial weights from %s (%s steps of training)", args.init_weights, init_info.get("steps", "?"))
     # training_loss predicts frames 1..T-1 of a window from their predecessors, so T = W + 1
     # trains every attention span the W-frame sliding window can hold at inference.

@@ -8,6 +8,8 @@ DataLoader, no workers, no host round trip.
 Layout in memory
 ----------------
 * ``motion``  [2, total_frames, D]: every conversation's frames, back to back.
+* ``phones``  [2, total_frames] int8: the phone class (``PHONE_CLASSES``) at each
+  frame's centre, -1 where a party has no phone labels (shards from real video).
 * ``audio``   [2, total_samples] int16: every conversation's audio cut to exactly
   ``frames * 640`` samples, with ``left`` zeros before and ``right`` zeros after
   it, so a window at the start or end of a conversation reads silence outside
@@ -23,6 +25,7 @@ Each window gives two samples: party A as "self" (its motion is the target, B is
 from __future__ import annotations
 
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dystream.config import SAMPLES_PER_FRAME
+from dystream.config import FRAMES_PER_SECOND, SAMPLES_PER_FRAME
+from dystream.data.behaviour import PHONES, normalise_phone
 from dystream.data.schema import Conversation, read_shard, shard_paths
 from dystream.errors import InputError
+from dystream.generator.config import PHONE_CLASS_COUNT
 from dystream.motion import MOTION_DIM
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,33 @@ ANCHOR_STRATEGIES = ("none", "random", "last-weighted")
 LAST_WEIGHTED_FRAMES = 10
 
 INT16_SCALE = 32768.0
+
+# Classes of the generator's phone probe (GeneratorConfig.phone_weight): ARPAbet and "pau".
+PHONE_CLASSES = tuple(sorted(PHONES))
+NO_PHONE = -1
+assert len(PHONE_CLASSES) == PHONE_CLASS_COUNT, "generator.config.PHONE_CLASS_COUNT is out of date"
+_PHONE_CLASS = {p: i for i, p in enumerate(PHONE_CLASSES)}
+
+
+def frame_phone_classes(phones, num_frames: int) -> np.ndarray:
+    """int8 [num_frames]: the class of the phone spoken at each frame's centre, "pau"
+    where no phone is; all -1 (unknown) when the party has no phone labels, and -1 for
+    a phone outside ARPAbet."""
+    classes = np.full(num_frames, NO_PHONE, np.int8)
+    if not phones:
+        return classes
+    classes[:] = _PHONE_CLASS["pau"]
+    for phone, start, end in phones:
+        try:
+            cls = _PHONE_CLASS[normalise_phone(phone)]
+        except InputError:
+            cls = NO_PHONE
+        # frame k's centre (k + 0.5) / fps lies in [start, end)
+        first = max(math.ceil(float(start) * FRAMES_PER_SECOND - 0.5), 0)
+        stop = min(math.ceil(float(end) * FRAMES_PER_SECOND - 0.5), num_frames)
+        if stop > first:
+            classes[first:stop] = cls
+    return classes
 
 
 @dataclass
@@ -53,6 +85,7 @@ class WindowBatch:
     motion: torch.Tensor       # float32 [B, W, D] (the self party's motion)
     anchor: torch.Tensor       # float32 [B, D]
     anchor_keep: torch.Tensor  # bool [B]
+    phones: torch.Tensor | None = None  # int64 [B, W]: self party's phone class per frame, -1 unknown
 
 
 def load_conversations(root: str | Path, split: str, threads: int = 8) -> list[Conversation]:
@@ -138,7 +171,7 @@ class WindowBank:
             raise InputError(f"no conversation has at least {window_frames} frames "
                              f"({window_frames / 25:.2f} s); generate longer conversations")
 
-        motion_parts, audio_parts, frame_starts, audio_starts = [], [], [], []
+        motion_parts, phone_parts, audio_parts, frame_starts, audio_starts = [], [], [], [], []
         frame_offset = audio_offset = 0
         for conv in usable:
             frames = conv.num_frames
@@ -148,6 +181,8 @@ class WindowBank:
             audio[:, audio_left:audio_left + clip.shape[1]] = _to_int16(clip)
             audio_parts.append(audio)
             motion_parts.append(np.asarray(conv.motion, np.float32))
+            phone_parts.append(np.stack([frame_phone_classes(conv.labels[p].phones if p < len(conv.labels) else [],
+                                                             frames) for p in range(2)]))
             t0 = np.arange(frames - window_frames + 1, dtype=np.int64)
             frame_starts.append(frame_offset + t0)
             audio_starts.append(audio_offset + audio_left + t0 * SAMPLES_PER_FRAME)
@@ -157,6 +192,7 @@ class WindowBank:
         self.num_conversations = len(usable)
         self.hours = sum(c.num_frames for c in usable) / 25 / 3600
         self.motion = torch.from_numpy(np.concatenate(motion_parts, axis=1)).to(self.device)
+        self.phones = torch.from_numpy(np.concatenate(phone_parts, axis=1)).to(self.device)
         self.audio = torch.from_numpy(np.concatenate(audio_parts, axis=1)).to(self.device)
         self.window_frame_start = torch.from_numpy(np.concatenate(frame_starts)).to(self.device)
         self.window_audio_start = torch.from_numpy(np.concatenate(audio_starts)).to(self.device)
@@ -177,6 +213,11 @@ class WindowBank:
         frames = self.window_frame_start[window, None] + self._frame_offsets
         return self.motion[self_party[:, None], frames]
 
+    def gather_phones(self, window: torch.Tensor, self_party: torch.Tensor) -> torch.Tensor:
+        """The self party's phone classes [B, W] (int64, -1 unknown)."""
+        frames = self.window_frame_start[window, None] + self._frame_offsets
+        return self.phones[self_party[:, None], frames].long()
+
     def gather(self, window: torch.Tensor, self_party: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(self_audio, other_audio, motion) for window indices and self-party indices (0 = A, 1 = B)."""
         samples = self.window_audio_start[window, None] + self._sample_offsets
@@ -196,7 +237,7 @@ class WindowBank:
         window, self_party = self.draw(batch_size, generator)
         self_audio, other_audio, motion = self.gather(window, self_party)
         anchor, keep = choose_anchor(motion, anchor_strategy, generator)
-        return WindowBatch(self_audio, other_audio, motion, anchor, keep)
+        return WindowBatch(self_audio, other_audio, motion, anchor, keep, self.gather_phones(window, self_party))
 
 
 def choose_anchor(motion: torch.Tensor, strategy: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,8 @@ own fixed batches (`--val-batches` batches of its batch size), so the validation
 of two stages are two sets, not one: the plot says so.
 
     python scripts/loss_curve_stages.py docs/training/log_small_stage1.jsonl:64 \
-        docs/training/log_small_stage2.jsonl:256 -o docs/training/loss_curve_small.png
+        docs/training/log_small_stage2.jsonl:256 docs/training/log_small_stage3.jsonl:256 \
+        -o docs/training/loss_curve_small.png
 """
 from __future__ import annotations
 
@@ -46,7 +47,10 @@ def main() -> None:
             parser.error(f"{path}: no training records")
         steps = max(r["step"] for r in records if "step" in r)
         label = f"stage {i + 1}: batch {batch}, {steps:,} steps"
-        ax.plot(*zip(*train), lw=0.7, alpha=0.6, color=f"C{2 * i}", label=f"{label}, train")
+        # A run with the phone probe logs its cross-entropy in the training loss (not in validation).
+        phones = any("phone_ce" in r.get("last_step_stats", {}) for r in records if r["kind"] == "train")
+        ax.plot(*zip(*train), lw=0.7, alpha=0.6, color=f"C{2 * i}",
+                label=f"{label}, train" + (" (with the phone-probe term)" if phones else ""))
         if val:
             ax.plot(*zip(*val), "o-", ms=2.5, color=f"C{2 * i + 1}",
                     label=f"{label}, validation (EMA; its own {args.val_batches * batch} windows)")
@@ -54,7 +58,7 @@ def main() -> None:
         if i + 1 < len(args.stages):
             ax.axvline(offset, color="0.4", lw=0.8, ls=":")
     ax.set_xlabel("training windows seen (millions)")
-    ax.set_ylabel("flow-matching loss")
+    ax.set_ylabel("loss (flow matching + probes)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)

@@ -51,7 +51,8 @@ INT16_SCALE = 32768.0
 # Classes of the generator's phone probe (GeneratorConfig.phone_weight): ARPAbet and "pau".
 PHONE_CLASSES = tuple(sorted(PHONES))
 NO_PHONE = -1
-assert len(PHONE_CLASSES) == PHONE_CLASS_COUNT, "generator.config.PHONE_CLASS_COUNT is out of date"
+if len(PHONE_CLASSES) != PHONE_CLASS_COUNT:   # the model sizes its probe by the constant
+    raise RuntimeError(f"generator.config.PHONE_CLASS_COUNT is {PHONE_CLASS_COUNT}; the phone set has {len(PHONE_CLASSES)}")
 _PHONE_CLASS = {p: i for i, p in enumerate(PHONE_CLASSES)}
 
 

@@ -1,5 +1,6 @@
-"""The pure helpers of two diagnostic benchmarks: blendshape_geometry.py (where a sweep's
-score is lost) and voice_probe.py (which property of a voice decides lip closure)."""
+"""The pure helpers of three diagnostic benchmarks: blendshape_geometry.py (where a sweep's
+score is lost), voice_probe.py (which property of a voice decides lip closure) and
+phone_probe_accuracy.py (what the audio encoder hears, per voice)."""
 
 import importlib.util
 from pathlib import Path
@@ -52,3 +53,32 @@ def test_voice_probe_edits_only_the_bilabials():
     slower, moved = probe.resample(np.zeros(sr, np.float32), phones, 0.8)
     assert len(slower) % 640 == 0 and abs(len(slower) - sr / 0.8) <= 640
     assert moved[1] == ("m", pytest.approx(0.25), pytest.approx(0.375))
+
+
+def test_phone_probe_benchmark_reads_frames_as_training_does(tmp_path):
+    """phone_probe_accuracy.py pads a whole track itself; its frame k must be the frame k
+    that training's window bank and encoder call give the probe."""
+    import torch
+
+    from dystream.generator.config import preset
+    from dystream.generator.model import Generator
+    from dystream.training.dataset import WindowBank
+    from test_training_generator import TINY
+    from test_training_standin import make_conversation
+
+    bench = _load("phone_probe_accuracy")
+    torch.manual_seed(0)
+    model = Generator(preset("small", **TINY, phone_weight=0.1)).eval()
+    with torch.no_grad():                        # a probe that is not near-constant
+        model.phone_probe.weight.normal_(0, 3.0)
+    conv = make_conversation(np.random.default_rng(1), "c", "test", 3.0)
+    frames = conv.num_frames
+    left, right = model.audio_context()
+    bank = WindowBank([conv], frames, left, right)
+    self_audio, _, _ = bank.gather(torch.tensor([0]), torch.tensor([1]))
+    ctx = model.cfg.encoder_context_frames
+    with torch.no_grad():
+        expected = model.phone_probe(model.self_encoder(self_audio, ctx + frames)[:, ctx:])[0].argmax(-1).numpy()
+    got = bench.track_predictions(model, conv.audio[1], frames)
+    assert got.shape == (frames,) and len(set(got.tolist())) > 1
+    np.testing.assert_array_equal(got, expected)

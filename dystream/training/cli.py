@@ -73,7 +73,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="start from trained generator weights (a .safetensors file, e.g. the bundled "
                           "dystream/weights/generator-small.safetensors) instead of random ones: fine-tuning, "
                           "e.g. on shards made from real video. The architecture and the motion statistics "
-                          "come from the file (--preset, --model-option and --lookahead-ms are ignored); "
+                          "come from the file (--preset, --lookahead-ms and --model-option are ignored, "
+                          f"except the training-only options {', '.join(sorted(TRAINING_ONLY_OPTIONS))}); "
                           "the optimizer, schedule and EMA start afresh")
     gen.add_argument("--export", default=None, metavar="PATH",
                      help=f"where to write the EMA weights (default RUN_DIR/{EXPORT_NAME})")

@@ -209,15 +209,17 @@ class WindowBank:
     def audio_samples_per_window(self) -> int:
         return self.audio_left + self.window_frames * SAMPLES_PER_FRAME + self.audio_right
 
+    def _frames(self, window: torch.Tensor) -> torch.Tensor:
+        """Indices [B, W] into the frame axis of ``motion`` / ``phones`` of windows (indices)."""
+        return self.window_frame_start[window, None] + self._frame_offsets
+
     def gather_motion(self, window: torch.Tensor, self_party: torch.Tensor) -> torch.Tensor:
         """The self party's motion [B, W, D] of windows (indices) and self parties (0 = A, 1 = B)."""
-        frames = self.window_frame_start[window, None] + self._frame_offsets
-        return self.motion[self_party[:, None], frames]
+        return self.motion[self_party[:, None], self._frames(window)]
 
     def gather_phones(self, window: torch.Tensor, self_party: torch.Tensor) -> torch.Tensor:
         """The self party's phone classes [B, W] (int64, -1 unknown)."""
-        frames = self.window_frame_start[window, None] + self._frame_offsets
-        return self.phones[self_party[:, None], frames].long()
+        return self.phones[self_party[:, None], self._frames(window)].long()
 
     def gather(self, window: torch.Tensor, self_party: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(self_audio, other_audio, motion) for window indices and self-party indices (0 = A, 1 = B)."""

@@ -26,6 +26,7 @@ def flite_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("flite") / "data"
     assert main(["data", "synth", "--hours", "0.02", "-o", str(root), "--seed", "3",
                  "--workers", "1", "--engines", "flite", "--long-test-conversations", "0",
+                 "--split-hours", "train=0.9,val=0,test=0.1",
                  "--quiet"]) == 0
     return list(iter_conversations(root, "train"))
 

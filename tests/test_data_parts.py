@@ -135,7 +135,7 @@ def test_unknown_voice_names_the_known_ones():
     with pytest.raises(InputError, match="slt"):
         synthesize("flite:nobody", ["Hello."])
     with pytest.raises(InputError, match="known voices"):
-        synthesize("festival:kal", ["Hello."])
+        synthesize("piper:joe", ["Hello."])
 
 
 def test_missing_flite_names_the_fix(monkeypatch):

@@ -48,8 +48,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--split-hours", type=_split_hours, default=None,
                        help="shares of the splits, e.g. train=17,val=1,test=2 (scaled to --hours; "
                             "default train=0.85,val=0.05,test=0.10)")
-    synth.add_argument("--engines", default="flite,espeak",
-                       help="speech engines: flite,espeak (41 voices) or flite (4 voices; no GPL engine)")
+    synth.add_argument("--engines", default="flite,espeak,festival",
+                       help="speech engines: flite (4 voices; 3 train, 1 test), espeak (37 voices; GPL), "
+                            "festival (ked, the validation split's recorded voice). Without festival, "
+                            "give val no hours or keep espeak (then val has one espeak-ng voice)")
+    synth.add_argument("--exclude-voices", default="", metavar="VOICE,...",
+                       help="leave these voices (engine:name, e.g. flite:kal16) out of every split")
     synth.add_argument("--long-test-conversations", type=int, default=10,
                        help="5-minute conversations at the start of the test split, for drift measurements")
     synth.add_argument("--conversations-per-shard", type=int, default=8)
@@ -87,6 +91,7 @@ def _synth(args: argparse.Namespace) -> int:
     settings = SynthSettings(
         seed=args.seed, hours=args.hours,
         engines=[e.strip() for e in args.engines.split(",") if e.strip()],
+        exclude_voices=[v.strip() for v in args.exclude_voices.split(",") if v.strip()],
         long_test_conversations=args.long_test_conversations,
         conversations_per_shard=args.conversations_per_shard,
         min_seconds=args.min_seconds, max_seconds=args.max_seconds, train_timbre=args.train_timbre)

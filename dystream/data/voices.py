@@ -3,14 +3,23 @@
 A voice id is ``engine:name``. Voices are split so that no speaker is heard in
 two splits; the test split keeps at least two voices that training never hears.
 flite's ``kal`` and ``kal16`` are one speaker (Kal) at two sample rates, so
-only ``kal16`` is used.
+only ``kal16`` is used (in training; Festival's kal is the same man and is not used).
 
-Two voice sets exist:
+The recorded-speech voices (flite, Festival) are the scarce ones: the model
+learns lips from many espeak-ng voices easily but hears a new recorded voice
+less well, so training gets three of them (flite awb, rms, kal16), validation
+one (Festival's ked) and the test split one (flite slt).
 
-* ``flite,espeak`` (default): 4 flite speakers + 37 espeak-ng speakers
-  (espeak-ng is GPL; it runs in a separate process and is never imported by the
-  core; ``pip install espeakng-loader`` provides it).
-* ``flite``: the 4 flite speakers only; the test split then has 1 unseen voice.
+Engines (``--engines``, default ``flite,espeak,festival``):
+
+* ``flite``: 4 speakers (BSD-style; Debian ``flite``).
+* ``espeak``: 37 espeak-ng speakers (GPL; runs in a separate process, never
+  imported by the core; ``pip install espeakng-loader``).
+* ``festival``: ked, the validation split's recorded voice (Debian ``festival``
+  and ``festvox-kdlpc16k``).
+
+A split that gets hours needs at least one voice from the chosen engines;
+``--exclude-voices`` leaves named voices out (e.g. to compare training sets).
 """
 
 from __future__ import annotations
@@ -18,10 +27,11 @@ from __future__ import annotations
 from dystream.errors import InputError
 
 FLITE_SPLITS = {
-    "train": ["flite:awb", "flite:rms"],
-    "val": ["flite:kal16"],
+    "train": ["flite:awb", "flite:rms", "flite:kal16"],
+    "val": [],
     "test": ["flite:slt"],
 }
+FESTIVAL_SPLITS: dict[str, list[str]] = {"train": [], "val": ["festival:ked"], "test": []}
 # espeak-ng language (accent) + variant (speaker: formants, pitch, voice quality)
 _TRAIN_ACCENTS = ("en-us", "en", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 # More speakers for training: espeak-ng's community variants (each a formant set,
@@ -37,26 +47,41 @@ ESPEAK_SPLITS = {
     "val": ["espeak:en-gb-scotland+f4"],
     "test": ["espeak:en-gb-x-rp+f3", "espeak:en-029+m7"],
 }
-ENGINES = ("flite", "espeak")
+ENGINES = ("flite", "espeak", "festival")
+_TABLES = (("flite", FLITE_SPLITS), ("espeak", ESPEAK_SPLITS), ("festival", FESTIVAL_SPLITS))
 
 
-def voices_by_split(engines: tuple[str, ...] | list[str] = ENGINES) -> dict[str, list[str]]:
-    """Voices per split for the chosen engines (disjoint between splits)."""
+def voices_by_split(engines: tuple[str, ...] | list[str] = ENGINES,
+                    exclude: tuple[str, ...] | list[str] = ()) -> dict[str, list[str]]:
+    """Voices per split for the chosen engines (disjoint between splits), less ``exclude``."""
     unknown = [e for e in engines if e not in ENGINES]
     if unknown or not engines:
         raise InputError(f"unknown engine(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ENGINES)}")
+    strangers = [v for v in exclude if v not in known_voices()]
+    if strangers:
+        raise InputError(f"--exclude-voices: unknown voice(s) {', '.join(strangers)}; "
+                         f"known voices: {', '.join(known_voices())}")
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for engine, table in (("flite", FLITE_SPLITS), ("espeak", ESPEAK_SPLITS)):
+    for engine, table in _TABLES:
         if engine in engines:
             for split, voices in table.items():
-                out[split] += voices
+                out[split] += [v for v in voices if v not in exclude]
     if not out["train"]:
-        raise InputError("the training split needs flite voices; add flite to --engines")
+        raise InputError("the training split has no voices; add flite to --engines (or exclude fewer voices)")
     return out
 
 
+def check_split_voices(voices: dict[str, list[str]], hours: dict[str, float]) -> None:
+    """Every split that gets hours has a voice; the error names the engines that would give it one."""
+    for split, pool in voices.items():
+        if hours.get(split, 0.0) > 0 and not pool:
+            engines = sorted({v.split(":", 1)[0] for _, table in _TABLES for v in table[split]})
+            raise InputError(f"the {split} split has no voice with these engines; add {' or '.join(engines)} "
+                             f"to --engines, or give it no hours (--split-hours {split}=0,...)")
+
+
 def known_voices() -> list[str]:
-    return [v for table in (FLITE_SPLITS, ESPEAK_SPLITS) for vs in table.values() for v in vs]
+    return [v for _, table in _TABLES for vs in table.values() for v in vs]
 
 
 def check_engines(engines: tuple[str, ...] | list[str]) -> None:
@@ -75,3 +100,13 @@ def check_engines(engines: tuple[str, ...] | list[str]) -> None:
         from dystream.data.tts import espeak
 
         espeak.check_available()
+    if "festival" in engines:
+        from dystream.data.tts import festival
+
+        available = festival.available_voices()
+        for voice in (v for vs in FESTIVAL_SPLITS.values() for v in vs):
+            name = voice.split(":", 1)[1]
+            if name not in available:
+                raise InputError(f"this Festival has no voice {name!r} (it has {', '.join(available) or 'none'}); "
+                                 "install the Debian package festvox-kdlpc16k, or leave Festival out with "
+                                 "--engines flite,espeak")

@@ -5,9 +5,9 @@ sentence: 16 kHz mono audio cut tightly around the speech, the phones (ARPAbet,
 lower case, "pau" for silence inside the sentence) and words with times in
 seconds from the start of that audio, as the engine itself timed them.
 
-The core imports only this module and the permissive flite back end. GPL
-engines (espeak-ng) live in their own module, imported only when one of their
-voices is asked for.
+The core imports only this module. Each engine lives in its own module,
+imported only when one of its voices is asked for (espeak-ng, GPL, also runs in
+a separate process; flite and Festival are programs run as child processes).
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ def synthesize(voice_id: str, sentences: list[str], *, speed: float = 1.0, timbr
         from dystream.data.tts import espeak  # GPL back end: imported only on request
 
         return espeak.synthesize(name, sentences, duration_stretch=speed)
+    if engine == "festival":
+        from dystream.data.tts import festival
+
+        return festival.synthesize(name, sentences, duration_stretch=speed)
     from dystream.data.voices import known_voices
 
     raise InputError(f"unknown voice {voice_id!r}; known voices: {', '.join(known_voices())}")

@@ -12,7 +12,8 @@
 #
 # Settings (environment): HOURS=20 WORKERS=16 MINUTES=7 PRESET=small BATCH=64 MAX_STEPS=20000
 # VAL_EVERY=250 NPROC=1 (GPUs, torchrun) EVAL_HOURS=0.25 EVAL_DEVICE=cuda ENGINES=(flite,espeak if espeak is
-# importable, else flite) EXTRA_TRAIN_ARGS (more `train generator` flags), DATA (dataset
+# importable, else flite, which leaves val without a voice: add --split-hours to EXTRA_SYNTH_ARGS;
+# Festival's val voice ked is not carried, so val is espeak-ng's f4 alone) EXTRA_TRAIN_ARGS (more `train generator` flags), DATA (dataset
 # folder, default data/gpu) and EXTRA_SYNTH_ARGS (more `data synth` flags, e.g. --train-timbre).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

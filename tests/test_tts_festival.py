@@ -64,7 +64,7 @@ def test_unknown_festival_voice_names_the_installed_ones():
 def test_missing_festival_names_the_fix(monkeypatch):
     from dystream.data.tts import festival
 
-    festival.festival_binary.cache_clear()
+    festival.festival_command.cache_clear()
     festival._installed.cache_clear()
     try:
         monkeypatch.setenv("DYSTREAM_FESTIVAL", "/nonexistent/festival")
@@ -75,7 +75,7 @@ def test_missing_festival_names_the_fix(monkeypatch):
         with pytest.raises(MissingDependencyError, match="--engines flite,espeak"):
             festival.synthesize("ked", ["Hello."])
     finally:
-        festival.festival_binary.cache_clear()
+        festival.festival_command.cache_clear()
         festival._installed.cache_clear()
 
 
@@ -88,8 +88,58 @@ def test_voice_table_gives_festival_the_val_split_and_kal16_to_training():
     assert not set(voices["train"]) & (set(voices["val"]) | set(voices["test"]))
     without = voices_by_split(["flite", "espeak", "festival"], exclude=["flite:kal16"])
     assert "flite:kal16" not in without["train"] and len(without["train"]) == len(voices["train"]) - 1
+    added = voices_by_split(["flite", "espeak", "festival"], add_train=["festival:lp"])
+    assert added["train"][-1] == "festival:lp" and "festival:lp" not in voices["train"]
+    with pytest.raises(InputError, match="already in a split"):
+        voices_by_split(["flite", "festival"], add_train=["flite:slt"])
+    with pytest.raises(InputError, match="add its engine"):
+        voices_by_split(["flite", "espeak"], add_train=["festival:lp"])
     flite_only = voices_by_split(["flite"])
     assert flite_only["val"] == []
     check_split_voices(flite_only, {"train": 1.0, "val": 0.0, "test": 1.0})
     with pytest.raises(InputError, match="val split has no voice.*espeak or festival.*--split-hours val=0"):
         check_split_voices(flite_only, {"train": 1.0, "val": 1.0, "test": 1.0})
+
+
+def test_foreign_phone_sets_map_to_the_phone_with_the_same_mouth():
+    from dystream.data.behaviour import PHONES
+    from dystream.data.tts.festival import to_cmudict
+
+    # bilabials stay bilabials in every set; stress digits and length marks go
+    assert [to_cmudict(p) for p in ("p", "b", "m", "m:", "p:")] == ["p", "b", "m", "m", "p"]
+    assert [to_cmudict(p, vowel=True) for p in ("a1", "E1", "O", "u:", "y", "ax")] == ["aa", "eh", "ao", "uw", "uw", "ah"]
+    assert [to_cmudict(p) for p in ("tS", "dZ", "J", "L", "rr", "T", "#", "pau", "em")] == \
+        ["ch", "jh", "n", "l", "r", "th", "pau", "pau", "m"]
+    # unknown phones: a neutral vowel, or a consonant that constrains neither lips nor jaw
+    assert to_cmudict("Q9", vowel=True) == "ah" and to_cmudict("Q9") == "hh"
+    assert all(to_cmudict(p) in PHONES for p in ("i", "e", "ts", "dz", "nf", "N", "D", "h", "@", "7", "&"))
+
+
+@pytest.mark.tts
+@pytest.mark.skipif(not has_festival, reason="Festival is not installed")
+def test_italian_voice_speaks_questions_it_cannot_intone_as_statements():
+    from dystream.data.tts import festival
+
+    if "lp" not in festival.available_voices():
+        pytest.skip("the Italian voice is not installed (apt-get install festvox-italp16k)")
+    sentences = ["Did you watch the interview tonight?", "We should visit the park.", "Can you help me?"]
+    utts = festival.synthesize("lp", sentences)
+    assert [u.text for u in utts] == sentences
+    for utt in utts:
+        assert utt.duration > 0.5 and np.sqrt(np.mean(utt.audio ** 2)) > 0.01
+        assert {p for p, _, _ in utt.phones} <= _CMUDICT_PHONES
+
+
+@needs_festival
+def test_unpacked_install_needs_a_data_folder_with_init_scm(monkeypatch, tmp_path):
+    from dystream.data.tts import festival
+
+    festival.festival_command.cache_clear()
+    festival._installed.cache_clear()
+    try:
+        monkeypatch.setenv("DYSTREAM_FESTIVAL_DATA", str(tmp_path))
+        with pytest.raises(MissingDependencyError, match="no init.scm"):
+            festival.available_voices()
+    finally:
+        festival.festival_command.cache_clear()
+        festival._installed.cache_clear()

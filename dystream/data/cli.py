@@ -54,6 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "give val no hours or keep espeak (then val has one espeak-ng voice)")
     synth.add_argument("--exclude-voices", default="", metavar="VOICE,...",
                        help="leave these voices (engine:name, e.g. flite:kal16) out of every split")
+    synth.add_argument("--add-train-voices", default="", metavar="VOICE,...",
+                       help="train on these voices too: Festival's voices of other languages reading English "
+                            "(festival:lp Italian, festival:upc_ca_ona Catalan, festival:suo_fi_lj Finnish; "
+                            "all female); in no split by default")
     synth.add_argument("--long-test-conversations", type=int, default=10,
                        help="5-minute conversations at the start of the test split, for drift measurements")
     synth.add_argument("--conversations-per-shard", type=int, default=8)
@@ -92,6 +96,7 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed, hours=args.hours,
         engines=[e.strip() for e in args.engines.split(",") if e.strip()],
         exclude_voices=[v.strip() for v in args.exclude_voices.split(",") if v.strip()],
+        add_train_voices=[v.strip() for v in args.add_train_voices.split(",") if v.strip()],
         long_test_conversations=args.long_test_conversations,
         conversations_per_shard=args.conversations_per_shard,
         min_seconds=args.min_seconds, max_seconds=args.max_seconds, train_timbre=args.train_timbre)

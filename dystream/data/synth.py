@@ -45,6 +45,7 @@ class SynthSettings:
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.85, "val": 0.05, "test": 0.10})
     engines: list[str] = field(default_factory=lambda: ["flite", "espeak", "festival"])
     exclude_voices: list[str] = field(default_factory=list)  # voice ids left out of every split
+    add_train_voices: list[str] = field(default_factory=list)  # voices of no split, added to training
     long_test_conversations: int = 10
     conversations_per_shard: int = 8
     min_seconds: float = _MIN_SECONDS
@@ -237,12 +238,12 @@ def synthesize_dataset(root: str | Path, settings: SynthSettings, *, workers: in
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     root = Path(root)
-    voices = voice_table.voices_by_split(settings.engines, settings.exclude_voices)
+    voices = voice_table.voices_by_split(settings.engines, settings.exclude_voices,
+                                         settings.add_train_voices)
     planned = plan(settings)
     voice_table.check_split_voices(voices, {split: float(len(convs)) for split, convs in planned.items()})
     # only the engines whose voices this dataset speaks need to be installed
-    voice_table.check_engines(sorted({v.split(":", 1)[0] for split, pool in voices.items()
-                                      if planned[split] for v in pool}))
+    voice_table.check_engines(sorted({v for split, pool in voices.items() if planned[split] for v in pool}))
     manifest = _open_manifest(root, settings, voices)
 
     shards = shard_plan(settings)

@@ -32,6 +32,10 @@ FLITE_SPLITS = {
     "test": ["flite:slt"],
 }
 FESTIVAL_SPLITS: dict[str, list[str]] = {"train": [], "val": ["festival:ked"], "test": []}
+# Festival voices of other languages (female, recorded speech) that read English with their
+# own letter-to-sound rules: in no split by default (a third of the training parties speaking
+# accented English cost lip closure, docs/generator.md); `--add-train-voices` trains on them.
+FESTIVAL_EXTRA = ["festival:lp", "festival:upc_ca_ona", "festival:suo_fi_lj"]
 # espeak-ng language (accent) + variant (speaker: formants, pitch, voice quality)
 _TRAIN_ACCENTS = ("en-us", "en", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 # More speakers for training: espeak-ng's community variants (each a formant set,
@@ -52,8 +56,10 @@ _TABLES = (("flite", FLITE_SPLITS), ("espeak", ESPEAK_SPLITS), ("festival", FEST
 
 
 def voices_by_split(engines: tuple[str, ...] | list[str] = ENGINES,
-                    exclude: tuple[str, ...] | list[str] = ()) -> dict[str, list[str]]:
-    """Voices per split for the chosen engines (disjoint between splits), less ``exclude``."""
+                    exclude: tuple[str, ...] | list[str] = (),
+                    add_train: tuple[str, ...] | list[str] = ()) -> dict[str, list[str]]:
+    """Voices per split for the chosen engines (disjoint between splits), less ``exclude``,
+    plus ``add_train`` (voices of no split, e.g. ``FESTIVAL_EXTRA``) in training."""
     unknown = [e for e in engines if e not in ENGINES]
     if unknown or not engines:
         raise InputError(f"unknown engine(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ENGINES)}")
@@ -66,6 +72,15 @@ def voices_by_split(engines: tuple[str, ...] | list[str] = ENGINES,
         if engine in engines:
             for split, voices in table.items():
                 out[split] += [v for v in voices if v not in exclude]
+    for voice in add_train:
+        if voice not in FESTIVAL_EXTRA:
+            where = "it is already in a split" if voice in known_voices() else "it is not a voice we know"
+            raise InputError(f"--add-train-voices: cannot add {voice!r} ({where}); "
+                             f"voices that can be added: {', '.join(FESTIVAL_EXTRA)}")
+        if voice.split(":", 1)[0] not in engines:
+            raise InputError(f"--add-train-voices {voice}: add its engine to --engines")
+        if voice not in out["train"]:
+            out["train"].append(voice)
     if not out["train"]:
         raise InputError("the training split has no voices; add flite to --engines (or exclude fewer voices)")
     return out
@@ -84,18 +99,23 @@ def known_voices() -> list[str]:
     return [v for _, table in _TABLES for vs in table.values() for v in vs]
 
 
-def check_engines(engines: tuple[str, ...] | list[str]) -> None:
-    """Fail early, with the fix, when an engine the voices need is missing."""
+# The Debian package that holds each Festival voice (for the error that names the fix).
+_FESTIVAL_PACKAGES = {"ked": "festvox-kdlpc16k", "lp": "festvox-italp16k", "upc_ca_ona": "festvox-ca-ona-hts",
+                      "suo_fi_lj": "festvox-suopuhe-lj"}
+
+
+def check_engines(voices: list[str]) -> None:
+    """Fail early, with the fix, when an engine or voice that ``voices`` need is missing."""
+    engines = {v.split(":", 1)[0] for v in voices}
+    names = {engine: [v.split(":", 1)[1] for v in voices if v.startswith(engine + ":")] for engine in engines}
     if "flite" in engines:
         from dystream.data.tts import flite
 
         available = flite.available_voices()
-        for split in FLITE_SPLITS.values():
-            for voice in split:
-                name = voice.split(":", 1)[1]
-                if name not in available:
-                    raise InputError(f"this flite has no voice {name!r} (it has {', '.join(available)}); "
-                                     "install the Debian package flite 2.2, which includes it")
+        for name in names["flite"]:
+            if name not in available:
+                raise InputError(f"this flite has no voice {name!r} (it has {', '.join(available)}); "
+                                 "install the Debian package flite 2.2, which includes it")
     if "espeak" in engines:
         from dystream.data.tts import espeak
 
@@ -104,9 +124,9 @@ def check_engines(engines: tuple[str, ...] | list[str]) -> None:
         from dystream.data.tts import festival
 
         available = festival.available_voices()
-        for voice in (v for vs in FESTIVAL_SPLITS.values() for v in vs):
-            name = voice.split(":", 1)[1]
+        for name in names["festival"]:
             if name not in available:
+                package = _FESTIVAL_PACKAGES.get(name, "that carries it")
                 raise InputError(f"this Festival has no voice {name!r} (it has {', '.join(available) or 'none'}); "
-                                 "install the Debian package festvox-kdlpc16k, or leave Festival out with "
-                                 "--engines flite,espeak")
+                                 f"install the Debian package {package}, leave the voice out with "
+                                 f"--exclude-voices festival:{name}, or Festival with --engines flite,espeak")

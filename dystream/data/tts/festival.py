@@ -6,11 +6,17 @@ script saves the waveform and prints every segment (phone) with its end time
 and the word it belongs to, read from Festival's own utterance structure, so
 phone and word times are the engine's, not estimated.
 
-Voices are Festival voice names without the ``_diphone``/``_cg`` suffix, e.g.
-``ked`` (Debian ``festvox-kdlpc16k``, a US male diphone voice).
+Voices are Festival voice names without the ``_diphone``/``_hts`` suffix, e.g.
+``ked`` (Debian ``festvox-kdlpc16k``, a US male diphone voice). Voices of other
+languages read our English sentences with their own letter-to-sound rules, so
+they speak accented English; their phones (Italian, Catalan, Finnish phone
+sets) are mapped to the CMUdict phone with the same mouth shape, and the lip
+and jaw motion follows what the engine actually said.
 
 Where Festival is: ``$DYSTREAM_FESTIVAL`` (path to the binary) or ``festival``
-on PATH.
+on PATH; for .debs unpacked with ``dpkg -x`` instead of installed,
+``$DYSTREAM_FESTIVAL_LIB`` adds shared-library folders (``:``-separated) and
+``$DYSTREAM_FESTIVAL_DATA`` names Festival's data folder (``usr/share/festival``).
 """
 
 from __future__ import annotations
@@ -34,33 +40,75 @@ _FADE_SAMPLES = 80
 _INSTALL_HINT = ("install it with `apt-get install festival festvox-kdlpc16k`, or point DYSTREAM_FESTIVAL "
                  "at the festival binary; or leave its voices out with `--engines flite,espeak`")
 
-# Festival's "radio" phone set -> CMUdict ARPAbet (lower case); syllabic and flapped
-# variants become the phone whose mouth shape they share.
+# Festival's phone sets -> CMUdict ARPAbet (lower case); a phone becomes the one whose
+# mouth shape it shares. English "radio" set: syllabic and flapped variants.
 _TO_CMUDICT = {"ax": "ah", "axr": "er", "dx": "d", "el": "l", "em": "m", "en": "n", "nx": "n",
-               "hv": "hh", "h#": "pau", "brth": "pau"}
+               "hv": "hh", "h#": "pau", "brth": "pau", "#": "pau", "##": "pau", "_": "pau"}
+# Other languages' sets (Italian lp, Catalan ona, Finnish lj), after stress digits and
+# length marks are removed: IPA-like names, matched case-sensitively.
+_FOREIGN = {
+    "i": "iy", "e": "ey", "E": "eh", "a": "aa", "o": "ow", "O": "ao", "u": "uw",
+    "y": "uw", "@": "ae", "7": "uh", "&": "ae",            # Finnish y, ä, ö
+    "j": "y", "S": "sh", "Z": "zh", "ts": "s", "dz": "z", "tS": "ch", "dZ": "jh",
+    "J": "n", "L": "l", "nf": "f", "N": "ng", "rr": "r", "T": "th", "D": "dh", "h": "hh",
+}
 # Segments Festival hangs under no word (pauses, post-lexical insertions) carry this id.
 _NO_WORD = "0"
 
 
 @functools.lru_cache(maxsize=None)
-def festival_binary() -> str:
+def festival_command() -> tuple[str, dict[str, str], str]:
+    """The festival binary, the environment to run it in, and Scheme to run before ours
+    (for an unpacked install: point Festival at its data folder and initialise from it,
+    since the binary looks for its start-up file at the path it was built with)."""
     configured = os.environ.get("DYSTREAM_FESTIVAL")
     if configured:
         if not Path(configured).is_file():
             raise MissingDependencyError(f"DYSTREAM_FESTIVAL={configured} is not a file; {_INSTALL_HINT}")
-        return configured
-    found = shutil.which("festival")
-    if found is None:
-        raise MissingDependencyError(f"the Festival speech engine is not installed; {_INSTALL_HINT}")
-    return found
+        binary = configured
+    else:
+        found = shutil.which("festival")
+        if found is None:
+            raise MissingDependencyError(f"the Festival speech engine is not installed; {_INSTALL_HINT}")
+        binary = found
+    prelude = ""
+    data = os.environ.get("DYSTREAM_FESTIVAL_DATA")
+    if data:
+        if not (Path(data) / "init.scm").is_file():
+            raise MissingDependencyError(f"DYSTREAM_FESTIVAL_DATA={data} holds no init.scm; point it at the "
+                                         "unpacked usr/share/festival folder")
+        folder = _scheme_string(str(Path(data).resolve()) + "/")
+        prelude = (f"(set! datadir {folder})\n(set! libdir {folder})\n"
+                   "(load (path-append datadir \"init.scm\"))\n")
+    env = dict(os.environ)
+    lib = os.environ.get("DYSTREAM_FESTIVAL_LIB")
+    if lib:
+        env["LD_LIBRARY_PATH"] = lib + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    return binary, env, prelude
+
+
+def to_cmudict(phone: str, vowel: bool = False) -> str:
+    """One Festival phone -> a CMUdict phone; an unknown one becomes a neutral vowel
+    ("ah") or a consonant that constrains neither lips nor jaw ("hh")."""
+    if phone in _TO_CMUDICT:
+        return _TO_CMUDICT[phone]
+    from dystream.data.behaviour import PHONES
+
+    bare = phone.rstrip("0123456789:")
+    if bare in _FOREIGN:
+        return _FOREIGN[bare]
+    if bare in PHONES:
+        return bare
+    return "ah" if vowel else "hh"
 
 
 def _run_script(script: str) -> str:
+    binary, env, prelude = festival_command()
     with tempfile.NamedTemporaryFile("w", suffix=".scm", prefix="dystream-festival-", delete=False) as f:
-        f.write(script)
+        f.write(prelude + script)
         path = f.name
     try:
-        done = subprocess.run([festival_binary(), "-b", path], capture_output=True, text=True, check=False)
+        done = subprocess.run([binary, "-b", path], capture_output=True, text=True, env=env, check=False)
     except OSError as exc:
         raise MissingDependencyError(f"cannot run festival ({exc}); {_INSTALL_HINT}") from None
     finally:
@@ -103,8 +151,9 @@ def _scheme_string(text: str) -> str:
 def _script(voice_function: str, sentences: list[str], stretch: float, folder: Path) -> str:
     lines = [f"({voice_function})", f"(Parameter.set 'Duration_Stretch {stretch:.4f})",
              "(define (dystream_dump utt index)",
-             "  (mapcar (lambda (seg) (format t \"SEG %d %s %f %s %s\\n\" index (item.name seg)",
-             "            (item.feat seg \"end\") (item.feat seg \"R:SylStructure.parent.parent.id\")",
+             "  (mapcar (lambda (seg) (format t \"SEG %d %s %s %f %s %s\\n\" index (item.name seg)",
+             "            (item.feat seg \"ph_vc\") (item.feat seg \"end\")",
+             "            (item.feat seg \"R:SylStructure.parent.parent.id\")",
              "            (item.feat seg \"R:SylStructure.parent.parent.name\")))",
              "          (utt.relation.items utt 'Segment)))"]
     for i, sentence in enumerate(sentences):
@@ -115,15 +164,15 @@ def _script(voice_function: str, sentences: list[str], stretch: float, folder: P
 
 
 def _parse(out: str, count: int) -> list[list[tuple[str, float, str, str]]]:
-    """``SEG index phone end word_id word`` lines -> per sentence [(phone, end, word_id, word)]."""
+    """``SEG index phone vowel? end word_id word`` lines -> per sentence [(phone, end, word_id, word)]."""
     segments: list[list[tuple[str, float, str, str]]] = [[] for _ in range(count)]
     for line in out.splitlines():
-        parts = line.split(" ", 5)
-        if len(parts) < 5 or parts[0] != "SEG":
+        parts = line.split(" ", 6)
+        if len(parts) < 6 or parts[0] != "SEG":
             continue
-        index, phone, end, word_id = int(parts[1]), parts[2], float(parts[3]), parts[4]
-        word = parts[5] if len(parts) > 5 else ""
-        segments[index].append((_TO_CMUDICT.get(phone, phone), end, word_id, word))
+        index, phone, vowel, end, word_id = int(parts[1]), parts[2], parts[3] == "+", float(parts[4]), parts[5]
+        word = parts[6] if len(parts) > 6 else ""
+        segments[index].append((to_cmudict(phone, vowel), end, word_id, word))
     return segments
 
 
@@ -180,8 +229,7 @@ def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.
 
     with tempfile.TemporaryDirectory(prefix="dystream-festival-") as tmp:
         folder = Path(tmp)
-        out = _run_script(_script(function, sentences, duration_stretch, folder))
-        segments = _parse(out, len(sentences))
+        segments = _speak(function, sentences, duration_stretch, folder)
         utterances = []
         for i, sentence in enumerate(sentences):
             wav = folder / f"{i}.wav"
@@ -191,3 +239,27 @@ def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.
             audio = to_mono_16k(audio, rate, source=f"festival:{voice}", note=False)
             utterances.append(_utterance(sentence, audio, segments[i]))
     return utterances
+
+
+def _speak(function: str, sentences: list[str], stretch: float, folder: Path
+           ) -> list[list[tuple[str, float, str, str]]]:
+    """Segments of every sentence, audio in ``folder``/i.wav. Some voices fail on some
+    sentences (the Italian voice's question intonation, for one): then each sentence is
+    spoken on its own, and one that still fails is spoken as a statement."""
+    try:
+        return _parse(_run_script(_script(function, sentences, stretch, folder)), len(sentences))
+    except MissingDependencyError:
+        if len(sentences) == 1 and "?" not in sentences[0]:
+            raise
+    segments = []
+    for i, sentence in enumerate(sentences):
+        one = folder / f"_{i}"
+        one.mkdir(exist_ok=True)
+        try:
+            segments += _parse(_run_script(_script(function, [sentence], stretch, one)), 1)
+        except MissingDependencyError:
+            if "?" not in sentence:
+                raise
+            segments += _parse(_run_script(_script(function, [sentence.replace("?", ".")], stretch, one)), 1)
+        (one / "0.wav").replace(folder / f"{i}.wav")
+    return segments

@@ -72,6 +72,26 @@ def synthesize(voice_id: str, sentences: list[str], *, speed: float = 1.0, timbr
     raise InputError(f"unknown voice {voice_id!r}; known voices: {', '.join(known_voices())}")
 
 
+_FADE_SAMPLES = 80  # 5 ms ramps at the cut ends: no click where a sentence is cut out
+
+
+def cut_sentence(audio: np.ndarray, start: float, end: float) -> tuple[np.ndarray, float, float]:
+    """The audio between ``start`` and ``end`` seconds (clamped to the audio), faded in and
+    out; returns (clip, its start in seconds, its length in seconds), for every back end
+    to shift its phone and word times by."""
+    from dystream.config import SAMPLE_RATE
+
+    a = int(round(max(start, 0.0) * SAMPLE_RATE))
+    b = min(int(round(end * SAMPLE_RATE)), len(audio))
+    clip = audio[a:b].copy()
+    fade = min(_FADE_SAMPLES, len(clip) // 2)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        clip[:fade] *= ramp
+        clip[-fade:] *= ramp[::-1]
+    return clip, a / SAMPLE_RATE, len(clip) / SAMPLE_RATE
+
+
 def words_of(sentence: str) -> list[str]:
     """The words of a sentence as the engines read them: lower case, no punctuation."""
     cleaned = "".join(c.lower() if c.isalpha() or c == "'" else " " for c in sentence)

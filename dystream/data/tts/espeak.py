@@ -22,7 +22,7 @@ import numpy as np
 
 from dystream.audio.io import to_mono_16k
 from dystream.config import SAMPLE_RATE
-from dystream.data.tts import Utterance, words_of
+from dystream.data.tts import Utterance, cut_sentence, words_of
 from dystream.errors import InputError, MissingDependencyError
 
 _INSTALL_HINT = "install it with `pip install espeakng-loader`, or leave espeak out with `--engines flite`"
@@ -128,15 +128,7 @@ def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.
         spoken = [p for p in phones if p[0] != "pau"]
         if not spoken:
             raise InputError(f"espeak-ng produced no speech for {sentence!r}")
-        t0 = max(spoken[0][1] - _LEAD_IN, 0.0)
-        t1 = min(spoken[-1][2] + _TAIL, total)
-        a, b = int(round(t0 * SAMPLE_RATE)), int(round(t1 * SAMPLE_RATE))
-        clip = audio[a:b].copy()
-        fade = min(80, len(clip) // 2)
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        clip[:fade] *= ramp
-        clip[len(clip) - fade:] *= ramp[::-1]
-        offset, limit = a / SAMPLE_RATE, len(clip) / SAMPLE_RATE
+        clip, offset, limit = cut_sentence(audio, spoken[0][1] - _LEAD_IN, spoken[-1][2] + _TAIL)
         first, last = phones.index(spoken[0]), phones.index(spoken[-1])
         kept = [(p, max(s - offset, 0.0), min(e - offset, limit)) for p, s, e in phones[first:last + 1]]
         # words: from each word event to the last spoken phone before the next word;

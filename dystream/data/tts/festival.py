@@ -32,11 +32,10 @@ import numpy as np
 
 from dystream.audio.io import to_mono_16k
 from dystream.config import SAMPLE_RATE
-from dystream.data.tts import Utterance, words_of
+from dystream.data.tts import Utterance, cut_sentence, words_of
 from dystream.errors import InputError, MissingDependencyError
 
 _LEAD_IN, _TAIL = 0.02, 0.05
-_FADE_SAMPLES = 80
 _INSTALL_HINT = ("install it with `apt-get install festival festvox-kdlpc16k`, or point DYSTREAM_FESTIVAL "
                  "at the festival binary; or leave its voices out with `--engines flite,espeak`")
 
@@ -189,16 +188,7 @@ def _utterance(sentence: str, audio: np.ndarray, segments: list[tuple[str, float
     if not spoken:
         raise InputError(f"Festival produced no speech for {sentence!r}")
     first, last = spoken[0], spoken[-1]
-    t0 = max(phones[first][1] - _LEAD_IN, 0.0)
-    t1 = min(phones[last][2] + _TAIL, total)
-    a, b = int(round(t0 * SAMPLE_RATE)), int(round(t1 * SAMPLE_RATE))
-    clip = audio[a:b].copy()
-    fade = min(_FADE_SAMPLES, len(clip) // 2)
-    if fade:
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        clip[:fade] *= ramp
-        clip[-fade:] *= ramp[::-1]
-    offset, limit = a / SAMPLE_RATE, len(clip) / SAMPLE_RATE
+    clip, offset, limit = cut_sentence(audio, phones[first][1] - _LEAD_IN, phones[last][2] + _TAIL)
     kept = [(p, max(s - offset, 0.0), min(e - offset, limit)) for p, s, e in phones[first:last + 1]]
     # words: runs of spoken phones with one Festival word id; a phone under no word
     # (a post-lexical insertion such as a linking "r") joins the word before it

@@ -51,6 +51,7 @@ def test_audio_context_matches_what_the_encoders_read():
 
 
 @pytest.mark.parametrize("options", [{"pose_relative": False, "future_frames": 0}, {"pose_relative": True, "spec_warp": 0.15, "spec_eq_db": 6.0,
+                                           "spec_masks": 2, "spec_band_prob": 0.5, "spec_reverb_prob": 0.5,
                                            "future_frames": 4, "head_draws": 3, "front_warps": (0.85, 1.0, 1.2),
                                            "front_pool_depth": 1}])
 def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes(options):
@@ -257,6 +258,57 @@ def test_spectral_augmentation_warps_frequencies_and_stays_in_bounds():
     bound = 6.0 * np.log(10.0) / 10.0
     assert eq.abs().max() <= bound + 1e-6 and eq.abs().max() > 0.5 * bound
     assert eq[:, 1:].sub(eq[:, :-1]).abs().max() < 0.2 * bound  # smooth across neighbouring bands
+
+
+def _channel(batch=4, **options):
+    from dystream.generator.audio_frontend import ChannelAugmentation
+
+    settings = {"masks": 0, "mask_width": 0.15, "band_prob": 0.0, "reverb_prob": 0.0, **options}
+    return ChannelAugmentation.draw(batch, 201, 16000, 160, generator=torch.Generator().manual_seed(0), **settings)
+
+
+def test_channel_augmentation_off_is_the_identity_and_band_limits_cut_outside_the_band():
+    power = torch.rand(4, 30, 201, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(_channel().apply(power), power)
+    band = _channel(band_prob=1.0)
+    hz = torch.linspace(0, 8000, 201)
+    assert (band.gains[:, hz >= 6100] <= 1e-4 + 1e-9).all()          # above every low-pass
+    assert (band.gains[:, (hz > 560) & (hz < 2400)] == 1).all()      # inside every band
+    assert (band.gains[:, hz <= 4] <= 1e-4 + 1e-9).all()             # below every high-pass
+    notched = _channel(batch=64, masks=1, mask_width=0.2)
+    cut = (notched.gains < 1).float().sum(dim=1)
+    assert (notched.gains[notched.gains < 1] == pytest.approx(1e-3)) and cut.max() > 0
+    mel = 2595.0 * torch.log10(1.0 + hz / 700.0)
+    for gains in notched.gains:                                        # each notch spans <= 20% of the mel range
+        if (gains < 1).any():
+            assert mel[gains < 1].max() - mel[gains < 1].min() <= 0.2 * mel[-1] + 1e-3
+
+
+def test_channel_augmentation_reverb_is_a_causal_decaying_tail_of_the_right_energy():
+    room = _channel(batch=3, reverb_prob=1.0)
+    power = torch.zeros(3, 300, 201)
+    power[:, 50, :] = 1.0                                               # an impulse at frame 50
+    out = room.apply(power)
+    assert torch.allclose(out[:, :50], torch.zeros(3, 50, 201), atol=1e-6)   # nothing before it
+    assert torch.allclose(out[:, 50], power[:, 50], atol=1e-6)              # the direct sound as it was
+    tail = out[:, 51:, 0]
+    assert torch.allclose(tail.sum(dim=1), room.tail_energy, rtol=1e-3)     # -20 .. -6 dB of tail
+    assert ((room.tail_energy >= 10 ** -2.0 - 1e-6) & (room.tail_energy <= 10 ** -0.6 + 1e-6)).all()
+    assert (tail[:, 1:20] < tail[:, :19]).all()                              # decaying
+    # In a model, only training mode draws a channel: eval features are the plain ones.
+    model = tiny_generator(spec_masks=2, spec_band_prob=1.0, spec_reverb_prob=1.0)
+    reference = tiny_generator()
+    reference.load_state_dict(model.state_dict())
+    audio = torch.from_numpy(speech_like(16000, 3))[None]
+    with torch.no_grad():
+        assert torch.equal(model.eval().self_encoder(audio, 10, model._augmentation(1, None, "cpu")),
+                           reference.eval().self_encoder(audio, 10))
+        model.train()
+        augment = model._augmentation(1, torch.Generator().manual_seed(0), "cpu")
+        assert set(augment) == {"channel"}
+        assert not torch.equal(model.self_encoder(audio, 10, augment), model.self_encoder(audio, 10))
+    with pytest.raises(InputError, match="spec_band_prob"):
+        GeneratorConfig(spec_band_prob=1.5)
 
 
 def test_vocal_tract_pooling_folds_warps_into_the_filterbank_and_takes_the_maximum():

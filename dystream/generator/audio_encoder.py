@@ -75,7 +75,7 @@ class CausalAudioEncoder(nn.Module):
     def _front(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
         """Front projection -> [B, T, H], or [B * P, T, H] (batch-major) before a deep pool."""
         audio = audio[:, : self.samples_needed(num_frames)]
-        mel = self.logmel(audio, *(augment or (None, None)))  # [B, J, M] ([B, J, P, M] pooled)
+        mel = self.logmel(audio, **(augment or {}))  # [B, J, M] ([B, J, P, M] pooled)
         windows = mel.unfold(1, self.front_kernel, self.cfg.mels_per_frame)  # [B, T, (P,) M, K]
         if not self.cfg.front_warps:
             return self.front(windows.flatten(2))
@@ -93,7 +93,8 @@ class CausalAudioEncoder(nn.Module):
     def forward(self, audio: torch.Tensor, num_frames: int, augment=None) -> torch.Tensor:
         """audio [B, N] starting ``front_left_samples`` before frame 0 -> features [B, T, H].
 
-        ``augment``: training-only (warp [B], eq [B, n_mels]) for the log-mel front end."""
+        ``augment``: training-only keyword arguments of the log-mel front end (``warp``,
+        ``eq``, ``channel``; see ``LogMel.forward``)."""
         if audio.shape[1] < self.samples_needed(num_frames):
             raise ValueError(
                 f"audio encoder needs {self.samples_needed(num_frames)} samples for {num_frames} "

@@ -87,6 +87,15 @@ class GeneratorConfig:
     # change) and a smooth random equaliser of up to +/- eq_db.
     spec_warp: float = 0.0
     spec_eq_db: float = 0.0
+    # Training-only random recording channel, drawn anew for every window and stream
+    # (audio_frontend.ChannelAugmentation): spec_masks notches of -30 dB, each up to
+    # spec_mask_width of the mel range (frequency masking), a band limit with probability
+    # spec_band_prob (high pass 80-400 Hz, low pass 2.5-6 kHz) and a room's tail with
+    # probability spec_reverb_prob (RT60 0.2-1 s). All 0: off.
+    spec_masks: int = 0
+    spec_mask_width: float = 0.15
+    spec_band_prob: float = 0.0
+    spec_reverb_prob: float = 0.0
     # Vocal-tract-length pooling in the front end (inference too): each mel frame is also
     # computed from the power spectrum with its frequency axis scaled by each of these
     # factors, the front projection runs on every version and the features keep the
@@ -132,6 +141,10 @@ class GeneratorConfig:
             raise InputError("mel_hop must divide the samples of one motion frame")
         if not 0.0 <= self.spec_warp < 0.5 or self.spec_eq_db < 0.0:
             raise InputError("spec_warp must be in [0, 0.5) and spec_eq_db >= 0")
+        if (self.spec_masks < 0 or not 0.0 < self.spec_mask_width <= 1.0
+                or not 0.0 <= self.spec_band_prob <= 1.0 or not 0.0 <= self.spec_reverb_prob <= 1.0):
+            raise InputError("spec_masks must be >= 0, spec_mask_width in (0, 1], "
+                             "spec_band_prob and spec_reverb_prob in [0, 1]")
         object.__setattr__(self, "front_warps", tuple(float(f) for f in self.front_warps))
         if any(not 0.5 <= f <= 2.0 for f in self.front_warps):
             raise InputError(f"front_warps: every factor must be in [0.5, 2], got {list(self.front_warps)}")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dystream.generator.audio_encoder import CausalAudioEncoder
-from dystream.generator.audio_frontend import random_equaliser
+from dystream.generator.audio_frontend import ChannelAugmentation, random_equaliser
 from dystream.generator.config import PHONE_CLASS_COUNT, GeneratorConfig
 from dystream.generator.flow_head import FlowHead
 from dystream.generator.transformer import FrameTransformer
@@ -147,6 +147,8 @@ class Generator(nn.Module):
         p=audio_drop_prob, the anchor per sample with p=anchor_drop_prob.
         Options (GeneratorConfig): pose_relative (pose measured from the anchor),
         spec_warp / spec_eq_db (front-end speaker augmentation, training mode only),
+        spec_masks / spec_band_prob / spec_reverb_prob (a random recording channel in the
+        front end, training mode only),
         head_draws (noise draws per frame for the head), future_frames (the probe's
         auxiliary MSE on frames t+1..t+K, added with weight future_weight),
         loss_channel_weights (per-channel weights of the MSE), phone_weight (the phone
@@ -232,15 +234,24 @@ class Generator(nn.Module):
             stats = {k: float(v) for k, v in stats.items()}
         return loss, stats
 
-    def _augmentation(self, batch: int, generator, device):
-        """(warp [B], eq [B, n_mels]) for one stream's front end in training; None in eval
-        mode (validation scores the audio as it is) or when both are off."""
+    def _augmentation(self, batch: int, generator, device) -> dict | None:
+        """Keyword arguments of one stream's log-mel front end in training (``warp`` [B],
+        ``eq`` [B, n_mels], ``channel``); None in eval mode (validation scores the audio as
+        it is) or when every front-end augmentation is off."""
         cfg = self.cfg
-        if not self.training or (cfg.spec_warp <= 0 and cfg.spec_eq_db <= 0):
+        if not self.training:
             return None
-        warp = 1.0 + (_uniform((batch,), generator, device) * 2 - 1) * cfg.spec_warp
-        eq = random_equaliser(batch, cfg.n_mels, cfg.spec_eq_db, generator, device)
-        return warp, eq
+        augment = {}
+        if cfg.spec_warp > 0 or cfg.spec_eq_db > 0:
+            augment["warp"] = 1.0 + (_uniform((batch,), generator, device) * 2 - 1) * cfg.spec_warp
+            augment["eq"] = random_equaliser(batch, cfg.n_mels, cfg.spec_eq_db, generator, device)
+        if cfg.spec_masks or cfg.spec_band_prob > 0 or cfg.spec_reverb_prob > 0:
+            logmel = self.self_encoder.logmel
+            augment["channel"] = ChannelAugmentation.draw(
+                batch, logmel.n_bins, cfg.sample_rate, cfg.mel_hop, masks=cfg.spec_masks,
+                mask_width=cfg.spec_mask_width, band_prob=cfg.spec_band_prob,
+                reverb_prob=cfg.spec_reverb_prob, generator=generator, device=device)
+        return augment or None
 
     def _phone_loss(self, features: torch.Tensor, phones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cross-entropy, accuracy) of the phone probe on audio features [B, S, H] against

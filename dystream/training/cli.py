@@ -105,7 +105,8 @@ def build(preset_name: str, overrides: dict[str, str], lookahead_ms: int | None)
 # Model options that shape only the training loss, not the function the weights compute:
 # they may be set with --model-option on top of --init-weights.
 TRAINING_ONLY_OPTIONS = frozenset({"phone_weight", "future_weight", "loss_channel_weights", "spec_warp",
-                                   "spec_eq_db", "head_draws"})
+                                   "spec_eq_db", "spec_masks", "spec_mask_width", "spec_band_prob",
+                                   "spec_reverb_prob", "head_draws"})
 
 
 def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, torch.Tensor], dict[str, Any]]:

@@ -32,6 +32,9 @@ MAX_LOOKAHEAD_MS = 120
 # the data engine's labels and silence ("pau"), in the order of
 # dystream.training.dataset.PHONE_CLASSES.
 PHONE_CLASS_COUNT = 40
+# Classes of the training-only voice adversary (``voice_adversary_weight``): voices of the
+# training data by sorted index, modulo this count.
+VOICE_CLASS_COUNT = 64
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,12 @@ class GeneratorConfig:
     # phone_weight, so the encoder learns what is said rather than who says it.
     # 0: no probe (what weights saved before this option mean).
     phone_weight: float = 0.0
+    # Training-only voice adversary: a linear classifier on the self audio encoder's
+    # features guesses the speaking voice (one of VOICE_CLASS_COUNT; the training data's
+    # voices, sorted) and its gradient reaches the encoder reversed and scaled by
+    # voice_adversary_weight, so the encoder is pushed to drop who speaks and keep what is
+    # said. 0: off.
+    voice_adversary_weight: float = 0.0
     # Flow-head noise draws per frame in training (MAR): the transformer runs once,
     # the head sees head_draws (sigma, noise) pairs per condition.
     head_draws: int = 1
@@ -151,8 +160,8 @@ class GeneratorConfig:
         if not 0 <= self.front_pool_depth <= self.audio_layers or (self.front_pool_depth and not self.front_warps):
             raise InputError(f"front_pool_depth={self.front_pool_depth}: must be 0-{self.audio_layers} "
                              "(the audio encoder's blocks), and needs front_warps")
-        if self.phone_weight < 0:
-            raise InputError(f"phone_weight must be >= 0, got {self.phone_weight}")
+        if self.phone_weight < 0 or self.voice_adversary_weight < 0:
+            raise InputError("phone_weight and voice_adversary_weight must be >= 0")
         if self.future_frames < 0 or self.head_draws < 1:
             raise InputError("future_frames must be >= 0 and head_draws >= 1")
         unknown = sorted(set(self.loss_channel_weights) - set(NAMES))

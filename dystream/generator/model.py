@@ -16,10 +16,23 @@ from torch import nn
 
 from dystream.generator.audio_encoder import CausalAudioEncoder
 from dystream.generator.audio_frontend import ChannelAugmentation, random_equaliser
-from dystream.generator.config import PHONE_CLASS_COUNT, GeneratorConfig
+from dystream.generator.config import PHONE_CLASS_COUNT, VOICE_CLASS_COUNT, GeneratorConfig
 from dystream.generator.flow_head import FlowHead
 from dystream.generator.transformer import FrameTransformer
 from dystream.motion import NAMES, POSE_SLICE
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient backward multiplied by -scale."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:
@@ -59,6 +72,9 @@ class Generator(nn.Module):
                              if cfg.future_frames > 0 else None)
         # Training-only phone probe on the self audio features (cfg.phone_weight).
         self.phone_probe = nn.Linear(cfg.audio_width, PHONE_CLASS_COUNT) if cfg.phone_weight > 0 else None
+        # Training-only voice classifier behind a gradient reversal (cfg.voice_adversary_weight).
+        self.voice_probe = (nn.Linear(cfg.audio_width, VOICE_CLASS_COUNT)
+                            if cfg.voice_adversary_weight > 0 else None)
 
     # -- parameters and normalisation ----------------------------------------
     def parameter_counts(self) -> dict[str, int]:
@@ -69,8 +85,8 @@ class Generator(nn.Module):
             "audio encoders": count(self.self_encoder) + count(self.other_encoder),
             "transformer": count(self.transformer),
             "flow head": count(self.head),
-            "total": count(self) - sum(count(probe) for probe in (self.future_probe, self.phone_probe)
-                                       if probe is not None),
+            "total": count(self) - sum(count(probe) for probe in (self.future_probe, self.phone_probe,
+                                                                  self.voice_probe) if probe is not None),
         }
 
     @torch.no_grad()
@@ -129,7 +145,13 @@ class Generator(nn.Module):
         """True when training_loss uses per-frame phone classes (the phone probe is on)."""
         return self.phone_probe is not None
 
-    def training_loss(self, self_audio, other_audio, motion, anchor, anchor_keep, generator=None, phones=None):
+    @property
+    def wants_voices(self) -> bool:
+        """True when training_loss uses the self party's voice (the voice adversary is on)."""
+        return self.voice_probe is not None
+
+    def training_loss(self, self_audio, other_audio, motion, anchor, anchor_keep, generator=None, phones=None,
+                      voices=None):
         """Flow-matching loss on one batch of windows.
 
         self_audio, other_audio: [B, left + T*640 + right] (``audio_context``), starting
@@ -153,7 +175,9 @@ class Generator(nn.Module):
         auxiliary MSE on frames t+1..t+K, added with weight future_weight),
         loss_channel_weights (per-channel weights of the MSE), phone_weight (the phone
         probe's cross-entropy on ``phones`` [B, T], class indices per frame of the self
-        party, -1 where unknown; skipped when ``phones`` is None).
+        party, -1 where unknown; skipped when ``phones`` is None), voice_adversary_weight
+        (a voice classifier's cross-entropy on ``voices`` [B], the self party's voice index,
+        through a gradient reversal into the self encoder; training mode only).
         Returns (loss, stats) with stats as floats.
         """
         cfg = self.cfg
@@ -191,6 +215,14 @@ class Generator(nn.Module):
         phone_ce = None
         if self.phone_probe is not None and phones is not None:
             phone_ce, phone_acc = self._phone_loss(self_features, phones[:, 1:])
+        voice_ce = None
+        if self.voice_probe is not None and voices is not None and self.training:
+            reversed_features = _ReverseGradient.apply(self_features, cfg.voice_adversary_weight)
+            logits = self.voice_probe(reversed_features).float()  # [B, S, classes]
+            labels = (voices.to(device=device, dtype=torch.long) % VOICE_CLASS_COUNT)[:, None].expand(-1, steps)
+            voice_ce = nn.functional.cross_entropy(logits.transpose(1, 2), labels)
+            with torch.no_grad():
+                voice_acc = (logits.argmax(-1) == labels).float().mean()
         self_features = self.drop_audio(self_features, keep_self, self.null_self)
         other_features = self.drop_audio(other_features, keep_other, self.null_other)
         fused = self.transformer.fuse_audio(self_features, other_features)
@@ -220,6 +252,8 @@ class Generator(nn.Module):
             loss = loss + cfg.future_weight * future_mse
         if phone_ce is not None:
             loss = loss + cfg.phone_weight * phone_ce
+        if voice_ce is not None:
+            loss = loss + voice_ce  # the classifier learns at full rate; the encoder gets -weight x
         with torch.no_grad():
             stats = {
                 "loss": loss.detach(),
@@ -231,6 +265,8 @@ class Generator(nn.Module):
                 stats["future_mse"] = future_mse.detach()
             if phone_ce is not None:
                 stats["phone_ce"], stats["phone_acc"] = phone_ce.detach(), phone_acc
+            if voice_ce is not None:
+                stats["voice_ce"], stats["voice_acc"] = voice_ce.detach(), voice_acc
             stats = {k: float(v) for k, v in stats.items()}
         return loss, stats
 

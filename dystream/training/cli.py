@@ -106,7 +106,7 @@ def build(preset_name: str, overrides: dict[str, str], lookahead_ms: int | None)
 # they may be set with --model-option on top of --init-weights.
 TRAINING_ONLY_OPTIONS = frozenset({"phone_weight", "future_weight", "loss_channel_weights", "spec_warp",
                                    "spec_eq_db", "spec_masks", "spec_mask_width", "spec_band_prob",
-                                   "spec_reverb_prob", "head_draws"})
+                                   "spec_reverb_prob", "voice_adversary_weight", "head_draws"})
 
 
 def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, torch.Tensor], dict[str, Any]]:
@@ -259,10 +259,11 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
             missing, unexpected = model.load_state_dict(init_state, strict=False)
         except RuntimeError as exc:
             raise InputError(f"--init-weights {args.init_weights} does not fit the model it describes ({exc})") from None
-        # The training-only phone probe, switched on or off for this run, starts fresh or is
-        # dropped; anything else must match.
-        missing = [k for k in missing if not k.startswith("phone_probe.")]
-        unexpected = [k for k in unexpected if not k.startswith("phone_probe.")]
+        # The training-only phone probe and voice adversary, switched on or off for this run,
+        # start fresh or are dropped; anything else must match.
+        fresh = ("phone_probe.", "voice_probe.")
+        missing = [k for k in missing if not k.startswith(fresh)]
+        unexpected = [k for k in unexpected if not k.startswith(fresh)]
         if missing or unexpected:
             raise InputError(f"--init-weights {args.init_weights} does not fit the model it describes "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -87,6 +87,7 @@ class WindowBatch:
     anchor: torch.Tensor       # float32 [B, D]
     anchor_keep: torch.Tensor  # bool [B]
     phones: torch.Tensor | None = None  # int64 [B, W]: self party's phone class per frame, -1 unknown
+    voices: torch.Tensor | None = None  # int64 [B]: the self party's voice (index into the bank's voice list)
 
 
 def load_conversations(root: str | Path, split: str, threads: int = 8) -> list[Conversation]:
@@ -172,8 +173,11 @@ class WindowBank:
             raise InputError(f"no conversation has at least {window_frames} frames "
                              f"({window_frames / 25:.2f} s); generate longer conversations")
 
-        motion_parts, phone_parts, audio_parts, frame_starts, audio_starts = [], [], [], [], []
+        motion_parts, phone_parts, voice_parts, audio_parts, frame_starts, audio_starts = [], [], [], [], [], []
         frame_offset = audio_offset = 0
+        # Voices of the bank, sorted: a party's voice is its index here (the voice adversary's class).
+        self.voice_names = sorted({v for c in usable for v in c.voices})
+        voice_index = {name: i for i, name in enumerate(self.voice_names)}
         for conv in usable:
             frames = conv.num_frames
             samples = frames * SAMPLES_PER_FRAME
@@ -184,6 +188,7 @@ class WindowBank:
             motion_parts.append(np.asarray(conv.motion, np.float32))
             phone_parts.append(np.stack([frame_phone_classes(conv.labels[p].phones if p < len(conv.labels) else [],
                                                              frames) for p in range(2)]))
+            voice_parts.append(np.repeat(np.array([[voice_index[v]] for v in conv.voices], np.int16), frames, axis=1))
             t0 = np.arange(frames - window_frames + 1, dtype=np.int64)
             frame_starts.append(frame_offset + t0)
             audio_starts.append(audio_offset + audio_left + t0 * SAMPLES_PER_FRAME)
@@ -194,6 +199,7 @@ class WindowBank:
         self.hours = sum(c.num_frames for c in usable) / 25 / 3600
         self.motion = torch.from_numpy(np.concatenate(motion_parts, axis=1)).to(self.device)
         self.phones = torch.from_numpy(np.concatenate(phone_parts, axis=1)).to(self.device)
+        self.voices = torch.from_numpy(np.concatenate(voice_parts, axis=1)).to(self.device)  # [2, frames]
         self.audio = torch.from_numpy(np.concatenate(audio_parts, axis=1)).to(self.device)
         self.window_frame_start = torch.from_numpy(np.concatenate(frame_starts)).to(self.device)
         self.window_audio_start = torch.from_numpy(np.concatenate(audio_starts)).to(self.device)
@@ -221,6 +227,10 @@ class WindowBank:
         """The self party's phone classes [B, W] (int64, -1 unknown)."""
         return self.phones[self_party[:, None], self._frames(window)].long()
 
+    def gather_voices(self, window: torch.Tensor, self_party: torch.Tensor) -> torch.Tensor:
+        """The self party's voice index [B] (int64; into ``voice_names``)."""
+        return self.voices[self_party, self.window_frame_start[window]].long()
+
     def gather(self, window: torch.Tensor, self_party: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(self_audio, other_audio, motion) for window indices and self-party indices (0 = A, 1 = B)."""
         samples = self.window_audio_start[window, None] + self._sample_offsets
@@ -240,7 +250,8 @@ class WindowBank:
         window, self_party = self.draw(batch_size, generator)
         self_audio, other_audio, motion = self.gather(window, self_party)
         anchor, keep = choose_anchor(motion, anchor_strategy, generator)
-        return WindowBatch(self_audio, other_audio, motion, anchor, keep, self.gather_phones(window, self_party))
+        return WindowBatch(self_audio, other_audio, motion, anchor, keep, self.gather_phones(window, self_party),
+                           self.gather_voices(window, self_party))
 
 
 def choose_anchor(motion: torch.Tensor, strategy: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

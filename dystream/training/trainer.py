@@ -262,8 +262,10 @@ class Trainer:
         batch = self.train_bank.sample(self.per_rank_batch, generator, opts.anchor_strategy)
         self.model.train()
         with self._autocast():
-            # Phone labels only for a model that asks (the contract's optional argument).
+            # Phone and voice labels only for a model that asks (the contract's optional arguments).
             extra = {"phones": batch.phones} if getattr(self.model, "wants_phones", False) else {}
+            if getattr(self.model, "wants_voices", False):
+                extra["voices"] = batch.voices
             loss, stats = self.loss_module(batch.self_audio, batch.other_audio, batch.motion,
                                            batch.anchor, batch.anchor_keep, generator=generator, **extra)
         loss.backward()

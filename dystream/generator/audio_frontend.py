@@ -126,7 +126,7 @@ class ChannelAugmentation:
     The data engine augments each track once, on the waveform; this draws a new channel
     for every window, so a voice is heard through many more rooms and bandwidths."""
 
-    def __init__(self, gains: torch.Tensor, tail_energy: torch.Tensor, decay: torch.Tensor,
+    def __init__(self, gains: torch.Tensor, tail_energy: torch.Tensor | None, decay: torch.Tensor,
                  tail_frames: int) -> None:
         self.gains, self.tail_energy, self.decay, self.tail_frames = gains, tail_energy, decay, tail_frames
 

@@ -73,16 +73,20 @@ def synthesize(voice_id: str, sentences: list[str], *, speed: float = 1.0, timbr
 
 
 _FADE_SAMPLES = 80  # 5 ms ramps at the cut ends: no click where a sentence is cut out
+# Audio kept around each sentence beyond its first and last phone (seconds): enough for
+# the release of a final stop, short enough to keep pauses ours.
+_LEAD_IN, _TAIL = 0.02, 0.05
 
 
-def cut_sentence(audio: np.ndarray, start: float, end: float) -> tuple[np.ndarray, float, float]:
-    """The audio between ``start`` and ``end`` seconds (clamped to the audio), faded in and
+def cut_sentence(audio: np.ndarray, first_start: float, last_end: float) -> tuple[np.ndarray, float, float]:
+    """One sentence cut out of an engine's audio: from ``_LEAD_IN`` before its first spoken
+    phone's start to ``_TAIL`` after its last one's end (clamped to the audio), faded in and
     out; returns (clip, its start in seconds, its length in seconds), for every back end
     to shift its phone and word times by."""
     from dystream.config import SAMPLE_RATE
 
-    a = int(round(max(start, 0.0) * SAMPLE_RATE))
-    b = min(int(round(end * SAMPLE_RATE)), len(audio))
+    a = int(round(max(first_start - _LEAD_IN, 0.0) * SAMPLE_RATE))
+    b = min(int(round((last_end + _TAIL) * SAMPLE_RATE)), len(audio))
     clip = audio[a:b].copy()
     fade = min(_FADE_SAMPLES, len(clip) // 2)
     if fade:

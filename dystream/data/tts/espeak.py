@@ -27,7 +27,6 @@ from dystream.errors import InputError, MissingDependencyError
 
 _INSTALL_HINT = "install it with `pip install espeakng-loader`, or leave espeak out with `--engines flite`"
 _DEFAULT_WORDS_PER_MINUTE = 175
-_LEAD_IN, _TAIL = 0.02, 0.05
 
 # espeak-ng's English phoneme mnemonics -> CMUdict ARPAbet (lower case)
 _TO_ARPABET = {
@@ -128,7 +127,7 @@ def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.
         spoken = [p for p in phones if p[0] != "pau"]
         if not spoken:
             raise InputError(f"espeak-ng produced no speech for {sentence!r}")
-        clip, offset, limit = cut_sentence(audio, spoken[0][1] - _LEAD_IN, spoken[-1][2] + _TAIL)
+        clip, offset, limit = cut_sentence(audio, spoken[0][1], spoken[-1][2])
         first, last = phones.index(spoken[0]), phones.index(spoken[-1])
         kept = [(p, max(s - offset, 0.0), min(e - offset, limit)) for p, s, e in phones[first:last + 1]]
         # words: from each word event to the last spoken phone before the next word;

@@ -35,7 +35,6 @@ from dystream.config import SAMPLE_RATE
 from dystream.data.tts import Utterance, cut_sentence, words_of
 from dystream.errors import InputError, MissingDependencyError
 
-_LEAD_IN, _TAIL = 0.02, 0.05
 _INSTALL_HINT = ("install it with `apt-get install festival festvox-kdlpc16k`, or point DYSTREAM_FESTIVAL "
                  "at the festival binary; or leave its voices out with `--engines flite,espeak`")
 
@@ -188,7 +187,7 @@ def _utterance(sentence: str, audio: np.ndarray, segments: list[tuple[str, float
     if not spoken:
         raise InputError(f"Festival produced no speech for {sentence!r}")
     first, last = spoken[0], spoken[-1]
-    clip, offset, limit = cut_sentence(audio, phones[first][1] - _LEAD_IN, phones[last][2] + _TAIL)
+    clip, offset, limit = cut_sentence(audio, phones[first][1], phones[last][2])
     kept = [(p, max(s - offset, 0.0), min(e - offset, limit)) for p, s, e in phones[first:last + 1]]
     # words: runs of spoken phones with one Festival word id; a phone under no word
     # (a post-lexical insertion such as a linking "r") joins the word before it

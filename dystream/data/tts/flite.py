@@ -26,10 +26,6 @@ from dystream.audio.io import to_mono_16k
 from dystream.data.tts import Utterance, assign_phones_to_words, cut_sentence, words_of
 from dystream.errors import InputError, MissingDependencyError
 
-# Audio kept around each sentence beyond its first and last phone (seconds):
-# enough for the release of a final stop, short enough to keep pauses ours.
-_LEAD_IN = 0.02
-_TAIL = 0.05
 
 _INSTALL_HINT = ("install it with `apt-get install flite`, or point DYSTREAM_FLITE at the flite binary "
                  "(and DYSTREAM_FLITE_LIB at its library folder for an unpacked .deb)")
@@ -165,7 +161,7 @@ def synthesize(voice: str, sentences: list[str], *, duration_stretch: float = 1.
         if first is None or last is None:
             raise InputError(f"flite produced no speech for {sentence_text!r}")
         lo_phone, hi_phone = spoken[first][0], spoken[last - 1][0]
-        clip, offset, end_limit = cut_sentence(audio, phones[lo_phone][1] - _LEAD_IN, phones[hi_phone][2] + _TAIL)
+        clip, offset, end_limit = cut_sentence(audio, phones[lo_phone][1], phones[hi_phone][2])
         sentence_phones = [(p, max(s - offset, 0.0), min(e - offset, end_limit))
                            for p, s, e in phones[lo_phone:hi_phone + 1]]
         sentence_words = []

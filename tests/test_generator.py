@@ -311,6 +311,44 @@ def test_channel_augmentation_reverb_is_a_causal_decaying_tail_of_the_right_ener
         GeneratorConfig(spec_band_prob=1.5)
 
 
+def test_channel_augmentation_level_and_noise_floor():
+    # A level change alone scales each window's power by one gain within +/- gain_db.
+    power = torch.rand(64, 50, 201, generator=torch.Generator().manual_seed(1)) + 0.1
+    level = _channel(batch=64, gain_db=6.0)
+    ratio = level.apply(power) / power
+    per_window = ratio[:, 0, 0]
+    assert torch.allclose(ratio, per_window[:, None, None].expand_as(ratio), rtol=1e-5)
+    db = 10 * torch.log10(per_window)
+    assert db.abs().max() <= 6.0 + 1e-4 and db.max() > 3.0 and db.min() < -3.0
+    # A noise floor adds white noise (flat across bins, exponential per bin and frame) at an
+    # SNR within the range under the window's mean power; the windows drawn without keep theirs.
+    speech = torch.zeros(400, 400, 201)
+    speech[:, ::4] = 1.0                                          # a loud frame every 4th
+    noisy = _channel(batch=400, noise_prob=0.5, noise_snr=(10.0, 20.0))
+    out = noisy.apply(speech)
+    silent = out[:, 1::4]                                         # only noise here
+    with_noise = silent.mean(dim=(1, 2)) > 0
+    assert 0.3 < with_noise.float().mean() < 0.7
+    assert torch.equal(out[~with_noise], speech[~with_noise])
+    snr = 10 * torch.log10(speech.mean(dim=(1, 2))[with_noise] / silent.mean(dim=(1, 2))[with_noise])
+    assert snr.min() > 10.0 - 0.3 and snr.max() < 20.0 + 0.3 and snr.max() - snr.min() > 5.0
+    floor = silent[with_noise]
+    assert (floor >= 0).all()
+    normalised = floor / floor.mean(dim=(1, 2), keepdim=True)
+    assert normalised.mean(dim=(0, 1)).std() < 0.05               # flat across frequency
+    assert normalised.std() == pytest.approx(1.0, abs=0.05)       # exponential: std = mean
+    # In a model: only training mode draws them, and the options are checked.
+    model = tiny_generator(spec_gain_db=6.0, spec_noise_prob=1.0)
+    model.train()
+    augment = model._augmentation(2, torch.Generator().manual_seed(0), "cpu")
+    assert set(augment) == {"channel"} and augment["channel"].noise_floor.gt(0).all()
+    assert model.eval()._augmentation(2, None, "cpu") is None
+    with pytest.raises(InputError, match="spec_noise_snr"):
+        GeneratorConfig(spec_noise_snr=(30.0, 5.0))
+    with pytest.raises(InputError, match="spec_gain_db"):
+        GeneratorConfig(spec_gain_db=-1.0)
+
+
 def test_vocal_tract_pooling_folds_warps_into_the_filterbank_and_takes_the_maximum():
     from dystream.generator.audio_frontend import LogMel, warp_frequencies
 

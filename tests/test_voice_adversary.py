@@ -100,3 +100,33 @@ def test_cli_trains_the_voice_adversary_on_top_of_trained_weights(dataset, tmp_p
     train_records = [r for r in read_log(run_dir) if r["kind"] == "train"]
     assert len(train_records) == 2 and all(r["last_step_stats"]["voice_ce"] > 0 for r in train_records)
     assert load_generator(run_dir / "generator_ema.safetensors").cfg.voice_adversary_weight == 0.1
+
+
+def test_trainer_clips_the_adversary_apart_from_the_model(dataset, tmp_path, monkeypatch):
+    from dystream.training import ddp, trainer as trainer_module
+    from dystream.training.dataset import motion_statistics
+    from dystream.training.trainer import Trainer, TrainOptions
+
+    assert Generator(preset("small", **TINY)).adversary_parameters() == []
+    model = Generator(preset("small", **TINY, voice_adversary_weight=0.1))
+    probe = {id(p) for p in model.voice_probe.parameters()}
+    assert {id(p) for p in model.adversary_parameters()} == probe and probe
+    conversations = load_conversations(dataset, "train")
+    model.set_motion_stats(*motion_statistics(conversations))
+    left, right = model.audio_context()
+    bank = WindowBank(conversations, model.cfg.window, left, right)
+    options = TrainOptions(batch_size=3, lr=1e-3, warmup_steps=1, max_steps=1, grad_clip=1e-3)
+    trainer = Trainer(model, bank, None, options, tmp_path / "run", ddp.DistributedContext())
+    clipped, norms, real_clip = [], [], torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm):
+        parameters = list(parameters)
+        clipped.append({id(p) for p in parameters})
+        norms.append(float(real_clip(parameters, max_norm)))
+        return torch.tensor(norms[-1])
+
+    monkeypatch.setattr(trainer_module.torch.nn.utils, "clip_grad_norm_", recording_clip)
+    trainer.train_step()
+    everything = {id(p) for p in model.parameters()}
+    assert clipped == [everything - probe, probe]        # the model without the probe, then the probe
+    assert all(n > 1e-3 for n in norms)                  # both were over the limit: both scaled alone

@@ -127,16 +127,23 @@ class ChannelAugmentation:
     for every window, so a voice is heard through many more rooms and bandwidths."""
 
     def __init__(self, gains: torch.Tensor, tail_energy: torch.Tensor | None, decay: torch.Tensor,
-                 tail_frames: int) -> None:
+                 tail_frames: int, noise_floor: torch.Tensor | None = None, generator=None) -> None:
         self.gains, self.tail_energy, self.decay, self.tail_frames = gains, tail_energy, decay, tail_frames
+        # Noise power per bin relative to the window's mean power per bin [B] (0: none), and
+        # the generator its exponential draws come from (drawn in apply, where J is known).
+        self.noise_floor, self.generator = noise_floor, generator
 
     @classmethod
     def draw(cls, batch: int, n_bins: int, sample_rate: int, hop: int, *, masks: int, mask_width: float,
-             band_prob: float, reverb_prob: float, generator=None, device=None) -> "ChannelAugmentation":
+             band_prob: float, reverb_prob: float, gain_db: float = 0.0, noise_prob: float = 0.0,
+             noise_snr: tuple[float, float] = (5.0, 30.0), generator=None,
+             device=None) -> "ChannelAugmentation":
         """``masks`` notches per sample (each -30 dB over up to ``mask_width`` of the mel range,
         centres uniform on the mel scale), a band limit with probability ``band_prob`` (high
-        pass at 80-400 Hz, low pass at 2.5-6 kHz, 150 Hz raised-cosine edges) and a room with
-        probability ``reverb_prob`` (RT60 0.2-1.0 s, tail -20 to -6 dB under the direct sound)."""
+        pass at 80-400 Hz, low pass at 2.5-6 kHz, 150 Hz raised-cosine edges), a room with
+        probability ``reverb_prob`` (RT60 0.2-1.0 s, tail -20 to -6 dB under the direct sound),
+        a level change uniform in +/- ``gain_db`` and, with probability ``noise_prob``, white
+        noise ``noise_snr`` (low, high; uniform in dB) under the window's mean power."""
         def uniform(*shape):
             return torch.rand(shape, generator=generator, device=device)
 
@@ -162,10 +169,28 @@ class ChannelAugmentation:
                        if reverb_prob > 0 else None)
         # Power falls 60 dB over RT60: a factor exp(-13.8 hop / (rate * RT60)) per frame.
         decay = torch.exp(-13.8 * hop / (sample_rate * rt60))
-        return cls(gains, tail_energy, decay, tail_frames=int(math.ceil(1.0 * sample_rate / hop)))
+        if gain_db > 0:
+            gains = gains * (10.0 ** ((uniform(batch, 1) * 2 - 1) * gain_db / 10.0))
+        noise_floor = None
+        if noise_prob > 0:
+            low, high = noise_snr
+            snr_db = low + uniform(batch) * (high - low)
+            noise_floor = torch.where(uniform(batch) < noise_prob, 10.0 ** (-snr_db / 10.0), torch.zeros_like(snr_db))
+        return cls(gains, tail_energy, decay, tail_frames=int(math.ceil(1.0 * sample_rate / hop)),
+                   noise_floor=noise_floor, generator=generator)
 
     def apply(self, power: torch.Tensor) -> torch.Tensor:
-        power = power * self.gains[:, None, :]
+        power = self._with_tail(power * self.gains[:, None, :])
+        if self.noise_floor is None:
+            return power
+        # White noise: flat expected power per bin, exponentially distributed per frame and
+        # bin (a periodogram's), scaled to the window's mean power per bin (frames with and
+        # without speech alike: a time-domain SNR).
+        level = power.mean(dim=(1, 2)) * self.noise_floor                        # [B]
+        draw = torch.rand(power.shape, generator=self.generator, device=power.device, dtype=power.dtype)
+        return power - level[:, None, None] * torch.log1p(-draw)
+
+    def _with_tail(self, power: torch.Tensor) -> torch.Tensor:
         if self.tail_energy is None:
             return power
         j = power.shape[1]

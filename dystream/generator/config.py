@@ -94,11 +94,16 @@ class GeneratorConfig:
     # (audio_frontend.ChannelAugmentation): spec_masks notches of -30 dB, each up to
     # spec_mask_width of the mel range (frequency masking), a band limit with probability
     # spec_band_prob (high pass 80-400 Hz, low pass 2.5-6 kHz) and a room's tail with
-    # probability spec_reverb_prob (RT60 0.2-1 s). All 0: off.
+    # probability spec_reverb_prob (RT60 0.2-1 s), a random level of +/- spec_gain_db and,
+    # with probability spec_noise_prob, a white noise floor spec_noise_snr (low, high) dB
+    # under the window's mean speech power. All 0: off.
     spec_masks: int = 0
     spec_mask_width: float = 0.15
     spec_band_prob: float = 0.0
     spec_reverb_prob: float = 0.0
+    spec_gain_db: float = 0.0
+    spec_noise_prob: float = 0.0
+    spec_noise_snr: tuple = (5.0, 30.0)
     # Vocal-tract-length pooling in the front end (inference too): each mel frame is also
     # computed from the power spectrum with its frequency axis scaled by each of these
     # factors, the front projection runs on every version and the features keep the
@@ -154,6 +159,12 @@ class GeneratorConfig:
                 or not 0.0 <= self.spec_band_prob <= 1.0 or not 0.0 <= self.spec_reverb_prob <= 1.0):
             raise InputError("spec_masks must be >= 0, spec_mask_width in (0, 1], "
                              "spec_band_prob and spec_reverb_prob in [0, 1]")
+        object.__setattr__(self, "spec_noise_snr", tuple(float(x) for x in self.spec_noise_snr))
+        if (not 0.0 <= self.spec_gain_db <= 40.0 or not 0.0 <= self.spec_noise_prob <= 1.0
+                or len(self.spec_noise_snr) != 2 or not -20.0 <= self.spec_noise_snr[0] <= self.spec_noise_snr[1]):
+            raise InputError("spec_gain_db must be in [0, 40], spec_noise_prob in [0, 1] and spec_noise_snr "
+                             f"a pair (low, high) of dB with -20 <= low <= high, got {self.spec_gain_db}, "
+                             f"{self.spec_noise_prob}, {list(self.spec_noise_snr)}")
         object.__setattr__(self, "front_warps", tuple(float(f) for f in self.front_warps))
         if any(not 0.5 <= f <= 2.0 for f in self.front_warps):
             raise InputError(f"front_warps: every factor must be in [0.5, 2], got {list(self.front_warps)}")

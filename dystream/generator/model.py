@@ -150,6 +150,12 @@ class Generator(nn.Module):
         """True when training_loss uses the self party's voice (the voice adversary is on)."""
         return self.voice_probe is not None
 
+    def adversary_parameters(self) -> list[nn.Parameter]:
+        """The voice adversary's classifier (empty when off). The trainer clips their gradient
+        on its own: a fresh classifier's gradient is several times the rest of the model's and,
+        under one global norm clip, would scale the flow-matching update down with it."""
+        return [] if self.voice_probe is None else list(self.voice_probe.parameters())
+
     def training_loss(self, self_audio, other_audio, motion, anchor, anchor_keep, generator=None, phones=None,
                       voices=None):
         """Flow-matching loss on one batch of windows.
@@ -169,8 +175,8 @@ class Generator(nn.Module):
         p=audio_drop_prob, the anchor per sample with p=anchor_drop_prob.
         Options (GeneratorConfig): pose_relative (pose measured from the anchor),
         spec_warp / spec_eq_db (front-end speaker augmentation, training mode only),
-        spec_masks / spec_band_prob / spec_reverb_prob (a random recording channel in the
-        front end, training mode only),
+        spec_masks / spec_band_prob / spec_reverb_prob / spec_gain_db / spec_noise_prob (a
+        random recording channel, level and noise floor in the front end, training mode only),
         head_draws (noise draws per frame for the head), future_frames (the probe's
         auxiliary MSE on frames t+1..t+K, added with weight future_weight),
         loss_channel_weights (per-channel weights of the MSE), phone_weight (the phone
@@ -281,12 +287,14 @@ class Generator(nn.Module):
         if cfg.spec_warp > 0 or cfg.spec_eq_db > 0:
             augment["warp"] = 1.0 + (_uniform((batch,), generator, device) * 2 - 1) * cfg.spec_warp
             augment["eq"] = random_equaliser(batch, cfg.n_mels, cfg.spec_eq_db, generator, device)
-        if cfg.spec_masks or cfg.spec_band_prob > 0 or cfg.spec_reverb_prob > 0:
+        if (cfg.spec_masks or cfg.spec_band_prob > 0 or cfg.spec_reverb_prob > 0 or cfg.spec_gain_db > 0
+                or cfg.spec_noise_prob > 0):
             logmel = self.self_encoder.logmel
             augment["channel"] = ChannelAugmentation.draw(
                 batch, logmel.n_bins, cfg.sample_rate, cfg.mel_hop, masks=cfg.spec_masks,
                 mask_width=cfg.spec_mask_width, band_prob=cfg.spec_band_prob,
-                reverb_prob=cfg.spec_reverb_prob, generator=generator, device=device)
+                reverb_prob=cfg.spec_reverb_prob, gain_db=cfg.spec_gain_db, noise_prob=cfg.spec_noise_prob,
+                noise_snr=cfg.spec_noise_snr, generator=generator, device=device)
         return augment or None
 
     def _phone_loss(self, features: torch.Tensor, phones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,7 +106,8 @@ def build(preset_name: str, overrides: dict[str, str], lookahead_ms: int | None)
 # they may be set with --model-option on top of --init-weights.
 TRAINING_ONLY_OPTIONS = frozenset({"phone_weight", "future_weight", "loss_channel_weights", "spec_warp",
                                    "spec_eq_db", "spec_masks", "spec_mask_width", "spec_band_prob",
-                                   "spec_reverb_prob", "voice_adversary_weight", "head_draws"})
+                                   "spec_reverb_prob", "spec_gain_db", "spec_noise_prob", "spec_noise_snr",
+                                   "voice_adversary_weight", "head_draws"})
 
 
 def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, torch.Tensor], dict[str, Any]]:

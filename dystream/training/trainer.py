@@ -202,6 +202,10 @@ class Trainer:
                 # Without an anchor, the anchor's projection never receives a gradient.
                 find_unused_parameters=options.anchor_strategy == "none", **no_buffer_sync)
         self.loss_module = loss_module
+        # An adversary's classifier (optional model method) is clipped apart from the rest.
+        self._adversary = list(getattr(self.model, "adversary_parameters", list)())
+        apart = {id(p) for p in self._adversary}
+        self._clipped = [p for p in self.model.parameters() if id(p) not in apart]
         # After DDP's broadcast, so that every rank's EMA starts from the same weights.
         self.ema = copy.deepcopy(self.model).float().eval().requires_grad_(False)
 
@@ -269,7 +273,9 @@ class Trainer:
             loss, stats = self.loss_module(batch.self_audio, batch.other_audio, batch.motion,
                                            batch.anchor, batch.anchor_keep, generator=generator, **extra)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._clipped, opts.grad_clip)
+        if self._adversary:  # clipped on its own (Generator.adversary_parameters)
+            torch.nn.utils.clip_grad_norm_(self._adversary, opts.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

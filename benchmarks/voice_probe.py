@@ -2,6 +2,7 @@
 on flite voices whose audio is changed one property at a time.
 
     python benchmarks/voice_probe.py [--data DIR] [--sentences 120] [--weights FILE] [--json out.json]
+        [--cases voice|channel]
 
 Speaks the same test-split sentences (``dystream.data.text``, seed 0) with flite's
 ``slt`` (the unseen test voice whose bilabials the model misses) and the training
@@ -20,7 +21,12 @@ scores ``bilabial_closure_counts`` against flite's own phone times for:
   its F0 raised first so that only the formants move; awb and rms the other way
   (x 1.18, towards a female vocal tract).
 
-The data engine's augmentation is not applied: this looks at clean speech.
+The data engine's augmentation is not applied: this looks at clean speech. With
+``--cases channel`` it is, one part at a time, to slt and awb levelled to the data
+engine's speech level (``dystream.data.augment``: white noise at 25 dB SNR, a room of
+0.4 s at mix 0.2, a 200-4500 Hz band, -8 dB, tape speed 0.97, and a typical mix of
+these), which shows how much of the gap between clean slt and slt in the test split's
+conversations the recording channel makes.
 """
 
 from __future__ import annotations
@@ -103,33 +109,26 @@ def resample(audio: np.ndarray, phones, factor: float) -> tuple[np.ndarray, list
     return out[: len(out) // 640 * 640], [(p, s / factor, e / factor) for p, s, e in phones]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sentences", type=int, default=120)
-    parser.add_argument("--weights", help="generator weights (default: the bundled ones)")
-    parser.add_argument("--data", help="a dataset with a test split, for the anchor frame (default: a neutral face)")
-    parser.add_argument("--json", help="write the table here")
-    args = parser.parse_args()
+def levelled(audio: np.ndarray, rms: float = 0.05) -> np.ndarray:
+    """``audio`` scaled to the data engine's speech level (RMS over samples above 1e-3)."""
+    speech = audio[np.abs(audio) > 1e-3]
+    return (audio * (rms / np.sqrt(np.mean(speech**2)))).astype(np.float32)
 
-    from dystream.data.text import sentence
-    from dystream.generator.guidance import command_line_guidance
-    from dystream.generator.inference import generate_motion_batch
-    from dystream.generator.weights import load_generator
-    from dystream.metrics import events
-    from dystream.motion import neutral_frame as resting_face
 
-    rng = np.random.default_rng(0)
-    sentences = [sentence(rng, "test") for _ in range(args.sentences)]
-    anchor = resting_face()
-    if args.data:
-        from dystream.data.schema import iter_conversations
-        from dystream.evaluation.core import neutral_frame
+def channel(audio: np.ndarray, **settings) -> np.ndarray:
+    """The data engine's augmentation of one track with these settings (others off)."""
+    from dystream.data import augment
 
-        anchor = neutral_frame(next(iter(iter_conversations(args.data, "test"))), 0)
+    base = {"gain_db": 0.0, "snr_db": 60.0, "reverb_seconds": 0.0, "reverb_mix": 0.0, "low_hz": 0.0,
+            "high_hz": 0.0, **settings}
+    return augment.apply(audio, augment.PartyAugmentation(**base), np.random.default_rng(1))
+
+
+def voice_cases(sentences) -> list:
     slt, slt_phones = speak("slt", sentences)
     awb, awb_phones = speak("awb", sentences)
     rms, rms_phones = speak("rms", sentences)
-    cases = [
+    return [
         ("slt", slt, slt_phones),
         ("slt, F0 110 Hz", *speak("slt", sentences, 110)),
         ("slt, F0 140 Hz", *speak("slt", sentences, 140)),
@@ -154,20 +153,71 @@ def main() -> None:
         ("rms, F0 200 Hz", *speak("rms", sentences, 200)),
         ("rms, murmur at p/b/m (-6 dB, 200 Hz)", murmur(rms, rms_phones, -6, 200), rms_phones),
     ]
+
+
+def channel_cases(sentences) -> list:
+    cases = []
+    for voice in ("slt", "awb"):
+        audio, phones = speak(voice, sentences)
+        audio = levelled(audio)
+        cases += [
+            (f"{voice}, levelled", audio, phones),
+            (f"{voice}, noise at 25 dB SNR", channel(audio, snr_db=25.0), phones),
+            (f"{voice}, room 0.4 s, mix 0.2", channel(audio, reverb_seconds=0.4, reverb_mix=0.2), phones),
+            (f"{voice}, band 200-4500 Hz", channel(audio, low_hz=200.0, high_hz=4500.0), phones),
+            (f"{voice}, -8 dB", channel(audio, gain_db=-8.0), phones),
+            (f"{voice}, tape speed 0.97", *resample(audio, phones, 0.97)),
+            (f"{voice}, typical (30 dB SNR, room 0.4 s x 0.2, -4 dB)",
+             channel(audio, snr_db=30.0, reverb_seconds=0.4, reverb_mix=0.2, gain_db=-4.0), phones),
+        ]
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=120)
+    parser.add_argument("--weights", help="generator weights (default: the bundled ones)")
+    parser.add_argument("--data", help="a dataset with a test split, for the anchor frame (default: a neutral face)")
+    parser.add_argument("--json", help="write the table here")
+    parser.add_argument("--cases", choices=("voice", "channel"), default="voice",
+                        help="voice: one property of the voice at a time (default); channel: the data "
+                             "engine's recording channel, one part at a time")
+    args = parser.parse_args()
+
+    from dystream.data.text import sentence
+    from dystream.generator.guidance import command_line_guidance
+    from dystream.generator.inference import generate_motion_batch
+    from dystream.generator.weights import load_generator
+    from dystream.metrics import events
+    from dystream.motion import neutral_frame as resting_face
+
+    rng = np.random.default_rng(0)
+    sentences = [sentence(rng, "test") for _ in range(args.sentences)]
+    anchor = resting_face()
+    if args.data:
+        from dystream.data.schema import iter_conversations
+        from dystream.evaluation.core import neutral_frame
+
+        anchor = neutral_frame(next(iter(iter_conversations(args.data, "test"))), 0)
+    if args.cases == "channel":
+        cases = channel_cases(sentences)
+    else:
+        cases = voice_cases(sentences)
     model = load_generator(args.weights, "cpu")
     guidance, pose_guidance = command_line_guidance(None, None)
     items = [(audio, np.zeros_like(audio), anchor, 0) for _, audio, _ in cases]
     motions = generate_motion_batch(model, items, steps=5, guidance=guidance, pose_guidance=pose_guidance,
                                     device="cpu", batch_size=len(items))
     rows = {}
-    print(f"{'audio':<46} {'closed':>8} {'rate':>6}")
+    print(f"{'audio':<56} {'closed':>8} {'rate':>6}")
     for (name, _, phones), motion in zip(cases, motions):
         closed, total = events.bilabial_closure_counts(motion, phones)
         rows[name] = {"closed": closed, "bilabials": total, "rate": closed / total}
-        print(f"{name:<46} {closed:>4}/{total:<3} {closed / total:>6.3f}", flush=True)
+        print(f"{name:<56} {closed:>4}/{total:<3} {closed / total:>6.3f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"sentences": args.sentences, "weights": args.weights or "bundled", "rows": rows}, f, indent=1)
+            json.dump({"sentences": args.sentences, "weights": args.weights or "bundled", "cases": args.cases,
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,22 @@ def test_voice_probe_edits_only_the_bilabials():
     assert moved[1] == ("m", pytest.approx(0.25), pytest.approx(0.375))
 
 
+def test_voice_probe_channel_helpers():
+    probe = _load("voice_probe")
+    rng = np.random.default_rng(0)
+    audio = np.zeros(16000, np.float32)
+    audio[4000:12000] = rng.standard_normal(8000).astype(np.float32) * 0.3
+    level = probe.levelled(audio)
+    speech = level[np.abs(audio) > 1e-3]                                       # the samples it levels by
+    assert np.sqrt(np.mean(speech ** 2)) == pytest.approx(0.05, rel=1e-4)
+    assert np.array_equal(probe.channel(level), probe.channel(level))           # seeded
+    quieter = probe.channel(level, gain_db=-8.0)
+    assert np.sqrt(np.mean(quieter[4000:12000] ** 2)) == pytest.approx(0.05 * 10 ** (-8 / 20), rel=0.01)
+    noisy = probe.channel(level, snr_db=25.0)
+    floor = np.sqrt(np.mean(noisy[:4000] ** 2))                                # silence: noise only
+    assert 20 * np.log10(0.05 / floor) == pytest.approx(25.0, abs=0.3)
+
+
 def test_phone_probe_benchmark_reads_frames_as_training_does(tmp_path):
     """phone_probe_accuracy.py pads a whole track itself; its frame k must be the frame k
     that training's window bank and encoder call give the probe."""

@@ -345,6 +345,8 @@ def test_channel_augmentation_level_and_noise_floor():
     assert model.eval()._augmentation(2, None, "cpu") is None
     with pytest.raises(InputError, match="spec_noise_snr"):
         GeneratorConfig(spec_noise_snr=(30.0, 5.0))
+    with pytest.raises(InputError, match="spec_noise_snr"):
+        GeneratorConfig(spec_noise_snr=20.0)
     with pytest.raises(InputError, match="spec_gain_db"):
         GeneratorConfig(spec_gain_db=-1.0)
 

@@ -96,7 +96,7 @@ class GeneratorConfig:
     # spec_band_prob (high pass 80-400 Hz, low pass 2.5-6 kHz) and a room's tail with
     # probability spec_reverb_prob (RT60 0.2-1 s), a random level of +/- spec_gain_db and,
     # with probability spec_noise_prob, a white noise floor spec_noise_snr (low, high) dB
-    # under the window's mean speech power. All 0: off.
+    # under the window's mean power (speech and pauses). All 0: off.
     spec_masks: int = 0
     spec_mask_width: float = 0.15
     spec_band_prob: float = 0.0
@@ -159,7 +159,10 @@ class GeneratorConfig:
                 or not 0.0 <= self.spec_band_prob <= 1.0 or not 0.0 <= self.spec_reverb_prob <= 1.0):
             raise InputError("spec_masks must be >= 0, spec_mask_width in (0, 1], "
                              "spec_band_prob and spec_reverb_prob in [0, 1]")
-        object.__setattr__(self, "spec_noise_snr", tuple(float(x) for x in self.spec_noise_snr))
+        try:
+            object.__setattr__(self, "spec_noise_snr", tuple(float(x) for x in self.spec_noise_snr))
+        except (TypeError, ValueError):
+            raise InputError(f"spec_noise_snr must be a pair (low, high) of dB, got {self.spec_noise_snr!r}") from None
         if (not 0.0 <= self.spec_gain_db <= 40.0 or not 0.0 <= self.spec_noise_prob <= 1.0
                 or len(self.spec_noise_snr) != 2 or not -20.0 <= self.spec_noise_snr[0] <= self.spec_noise_snr[1]):
             raise InputError("spec_gain_db must be in [0, 40], spec_noise_prob in [0, 1] and spec_noise_snr "

@@ -109,12 +109,6 @@ def resample(audio: np.ndarray, phones, factor: float) -> tuple[np.ndarray, list
     return out[: len(out) // 640 * 640], [(p, s / factor, e / factor) for p, s, e in phones]
 
 
-def levelled(audio: np.ndarray, rms: float = 0.05) -> np.ndarray:
-    """``audio`` scaled to the data engine's speech level (RMS over samples above 1e-3)."""
-    speech = audio[np.abs(audio) > 1e-3]
-    return (audio * (rms / np.sqrt(np.mean(speech**2)))).astype(np.float32)
-
-
 def channel(audio: np.ndarray, **settings) -> np.ndarray:
     """The data engine's augmentation of one track with these settings (others off)."""
     from dystream.data import augment
@@ -156,10 +150,12 @@ def voice_cases(sentences) -> list:
 
 
 def channel_cases(sentences) -> list:
+    from dystream.data import augment
+
     cases = []
     for voice in ("slt", "awb"):
         audio, phones = speak(voice, sentences)
-        audio = levelled(audio)
+        audio = augment.level_speech(audio)
         cases += [
             (f"{voice}, levelled", audio, phones),
             (f"{voice}, noise at 25 dB SNR", channel(audio, snr_db=25.0), phones),

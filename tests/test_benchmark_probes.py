@@ -55,14 +55,17 @@ def test_voice_probe_edits_only_the_bilabials():
     assert moved[1] == ("m", pytest.approx(0.25), pytest.approx(0.375))
 
 
-def test_voice_probe_channel_helpers():
+def test_voice_probe_channel_helpers_and_the_speech_level():
     probe = _load("voice_probe")
     rng = np.random.default_rng(0)
     audio = np.zeros(16000, np.float32)
     audio[4000:12000] = rng.standard_normal(8000).astype(np.float32) * 0.3
-    level = probe.levelled(audio)
-    speech = level[np.abs(audio) > 1e-3]                                       # the samples it levels by
+    from dystream.data.augment import level_speech
+
+    level = level_speech(audio)                                                # the data engine's levelling
+    speech = level[np.abs(audio) > 1e-4]                                       # the samples it levels by
     assert np.sqrt(np.mean(speech ** 2)) == pytest.approx(0.05, rel=1e-4)
+    assert level_speech(np.zeros(10, np.float32)).tolist() == [0.0] * 10      # silence as it is
     assert np.array_equal(probe.channel(level), probe.channel(level))           # seeded
     quieter = probe.channel(level, gain_db=-8.0)
     assert np.sqrt(np.mean(quieter[4000:12000] ** 2)) == pytest.approx(0.05 * 10 ** (-8 / 20), rel=0.01)

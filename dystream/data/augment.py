@@ -15,6 +15,10 @@ import numpy as np
 
 from dystream.config import SAMPLE_RATE
 
+# Every track's speech is levelled to this RMS before the random gain (the engines differ
+# by more than 10 dB); the noise floor's SNR is taken against it.
+SPEECH_RMS = 0.05
+
 
 @dataclass
 class PartyAugmentation:
@@ -46,6 +50,15 @@ def sample_augmentation(rng: np.random.Generator) -> PartyAugmentation:
     )
 
 
+def level_speech(track: np.ndarray, rms: float = SPEECH_RMS) -> np.ndarray:
+    """``track`` scaled so that its speech (the samples above 1e-4) has RMS ``rms``; a
+    silent track comes back as it is."""
+    loud = np.abs(track) > 1e-4
+    if not loud.any():
+        return track
+    return track * np.float32(rms / float(np.sqrt(np.mean(track[loud] ** 2))))
+
+
 def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     """Play ``audio`` ``factor`` times faster (pitch follows): length / factor."""
     if abs(factor - 1.0) < 1e-6:
@@ -64,7 +77,7 @@ def _band_mask(freqs: np.ndarray, low_hz: float, high_hz: float, edge_hz: float 
 
 
 def apply(audio: np.ndarray, aug: PartyAugmentation, rng: np.random.Generator, *,
-          speech_rms: float = 0.05) -> np.ndarray:
+          speech_rms: float = SPEECH_RMS) -> np.ndarray:
     """Augment one party's track (same length out); ``speech_rms`` is its speech level before gain."""
     out = audio.astype(np.float32, copy=True)
     n = len(out)

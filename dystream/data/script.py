@@ -34,7 +34,6 @@ _PHRASE_PAUSE = (0.15, 0.55)
 _P_BACKCHANNEL = 0.35      # per pause of the speaker long enough for one
 _INTERNAL_PAUSE_SPLIT = 0.12  # a pause inside a sentence this long ends a phrase
 _SECONDS_PER_WORD = 0.32   # to plan how much text fills the target length
-_SPEECH_RMS = 0.05         # engines differ by >10 dB; level them before the random gain
 _PEAK_LIMIT = 0.98
 
 
@@ -215,15 +214,11 @@ def build(rng: np.random.Generator, split: str, voices: list[str], target_second
     # augmentation: one tape speed for the timeline, the rest per party
     t0 = time.perf_counter()
     party_aug = [augment.sample_augmentation(rng) for _ in range(2)]
-    for p in range(2):
-        loud = np.abs(tracks[p]) > 1e-4
-        if loud.any():
-            tracks[p] *= _SPEECH_RMS / float(np.sqrt(np.mean(tracks[p][loud] ** 2)))
-    sped = [augment.change_speed(tracks[p], speed) for p in range(2)]
+    sped = [augment.change_speed(augment.level_speech(tracks[p]), speed) for p in range(2)]
     frames = int(np.ceil(max(len(s) for s in sped) / SAMPLES_PER_FRAME))
     audio = np.zeros((2, frames * SAMPLES_PER_FRAME), dtype=np.float32)
     for p in range(2):
-        audio[p, :len(sped[p])] = augment.apply(sped[p], party_aug[p], rng, speech_rms=_SPEECH_RMS)
+        audio[p, :len(sped[p])] = augment.apply(sped[p], party_aug[p], rng)
         peak = float(np.abs(audio[p]).max())
         if peak > _PEAK_LIMIT:  # never clip in the 16-bit FLAC
             audio[p] *= _PEAK_LIMIT / peak

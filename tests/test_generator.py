@@ -160,6 +160,24 @@ def test_audio_beyond_the_lookahead_never_changes_earlier_frames(lookahead_ms):
         assert not np.allclose(out[last_safe + 1], base[last_safe + 1])
 
 
+@pytest.mark.parametrize("warps", [(), (0.9, 1.0, 1.1)])
+def test_a_longer_lookahead_grown_from_trained_weights_starts_as_the_same_function(warps):
+    short = tiny_generator(self_lookahead_ms=40, other_lookahead_ms=20, front_warps=warps)
+    long = Generator(short.cfg.with_lookahead(80, 60)).eval()
+    assert long.self_encoder.front.weight.shape[1] > short.self_encoder.front.weight.shape[1]
+    long.load_state_dict(long.widen_lookahead(short.state_dict()))
+    frames = 20
+    self_audio, other_audio = speech_like(frames * 640, 3), speech_like(frames * 640, 4)
+    a = generate_motion(short, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
+    b = generate_motion(long, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
+    np.testing.assert_allclose(b, a, atol=1e-5)
+    # The new lookahead frames have weights (zero, trainable): 4 more mel frames on self.
+    grown = long.self_encoder.front.weight.unflatten(1, (long.cfg.n_mels, -1))
+    assert grown.shape[2] == short.self_encoder.front_kernel + 4 and not grown[:, :, -4:].any()
+    with pytest.raises(ValueError, match="not shrink"):
+        short.widen_lookahead(long.state_dict())
+
+
 def test_guidance_plan_skips_zero_weights_and_combines_on_x0():
     default = plan_guidance()
     assert default.branches == ("none", "self", "other", "all")

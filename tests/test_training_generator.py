@@ -132,3 +132,32 @@ def test_cli_fine_tunes_from_weights_and_resumes_the_same_model(dataset, tmp_pat
     assert "give one of them" in capsys.readouterr().err
     assert cli_main([*common, "--max-steps", "1", "--init-weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_lengthens_the_lookahead_of_initial_weights(dataset, tmp_path, capsys):
+    """--init-weights with --lookahead-ms: a longer lookahead than the file's is grown (zero
+    weights on the new frames), a shorter one is refused."""
+    torch.manual_seed(5)
+    source = Generator(preset("small", **TINY))                      # 40 / 20 ms
+    weights = tmp_path / "pretrained.safetensors"
+    save_weights(source, weights, {"preset": "small", "steps": 50})
+    common = ["train", "generator", "--data", str(dataset), "--device", "cpu", "--no-progress",
+              "--batch-size", "2", "--warmup-steps", "1", "--val-every", "2", "--val-batches", "1",
+              "--export-dtype", "float32", "--init-weights", str(weights)]
+    run_dir = tmp_path / "run"
+    assert cli_main([*common, "-o", str(run_dir), "--max-steps", "2", "--lookahead-ms", "60"]) == 0
+    tuned = load_generator(run_dir / "generator_ema.safetensors")
+    assert (tuned.cfg.self_lookahead_ms, tuned.cfg.other_lookahead_ms) == (60, 60)
+    assert tuned.cfg == source.cfg.with_lookahead(60, 60)
+    assert cli_main(["train", "generator", "--data", str(dataset), "-o", str(run_dir), "--device", "cpu",
+                     "--no-progress", "--batch-size", "2", "--max-steps", "3", "--resume"]) == 0
+    assert load_checkpoint(run_dir)["record"]["lookahead_ms"] == 60
+    # Per stream, through --model-option; a shorter lookahead is a clear error.
+    other_dir = tmp_path / "other"
+    assert cli_main([*common, "-o", str(other_dir), "--max-steps", "1",
+                     "--model-option", "other_lookahead_ms=50"]) == 0
+    grown = load_generator(other_dir / "generator_ema.safetensors").cfg
+    assert (grown.self_lookahead_ms, grown.other_lookahead_ms) == (40, 50)
+    capsys.readouterr()
+    assert cli_main([*common, "-o", str(tmp_path / "short"), "--max-steps", "1", "--lookahead-ms", "30"]) == 2
+    assert "not shrink" in capsys.readouterr().err

@@ -63,6 +63,22 @@ class CausalAudioEncoder(nn.Module):
         )
         self.out_norm = nn.LayerNorm(cfg.audio_width)
 
+    def widen_front(self, weight: torch.Tensor) -> torch.Tensor:
+        """A front projection weight trained with a shorter lookahead -> this encoder's, with
+        zero weights on the extra lookahead mel frames (the encoder then computes exactly
+        what the shorter one did, and training can learn to use the new frames)."""
+        n_mels, kernel = self.cfg.n_mels, self.front_kernel
+        if weight.shape[0] != self.front.weight.shape[0] or weight.shape[1] % n_mels:
+            raise ValueError(f"front weight {tuple(weight.shape)} does not fit this encoder "
+                             f"({tuple(self.front.weight.shape)})")
+        old_kernel = weight.shape[1] // n_mels
+        if old_kernel > kernel:
+            raise ValueError(f"the weights read {old_kernel - kernel} more lookahead mel frames than "
+                             "this encoder; a lookahead can grow from trained weights, not shrink")
+        grown = weight.new_zeros(weight.shape[0], n_mels, kernel)
+        grown[:, :, :old_kernel] = weight.unflatten(1, (n_mels, old_kernel))  # flattened [M, K], K fastest
+        return grown.flatten(1)
+
     def samples_needed(self, num_frames: int) -> int:
         """Samples an offline call for ``num_frames`` frames reads (from ``-front_left_samples``)."""
         return self.cfg.front_left_samples + num_frames * self.cfg.samples_per_frame + self.lookahead_samples

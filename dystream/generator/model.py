@@ -118,6 +118,17 @@ class Generator(nn.Module):
         """The model's units -> raw motion (inverse of ``to_model``)."""
         return self.denormalise(x) + self.pose_shift(anchor)
 
+    def widen_lookahead(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict of this model with a shorter lookahead on either stream -> one that
+        loads into this model and computes the same function (the new lookahead frames
+        start with zero weights). Anything else passes unchanged."""
+        state = dict(state)
+        for name, encoder in (("self_encoder", self.self_encoder), ("other_encoder", self.other_encoder)):
+            key = f"{name}.front.weight"
+            if key in state and state[key].shape != encoder.front.weight.shape:
+                state[key] = encoder.widen_front(state[key])
+        return state
+
     # -- shared pieces -----------------------------------------------------
     def audio_context(self) -> tuple[int, int]:
         """(left, right): samples needed before frame t0 and after the last frame.

@@ -73,9 +73,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="start from trained generator weights (a .safetensors file, e.g. the bundled "
                           "dystream/weights/generator-small.safetensors) instead of random ones: fine-tuning, "
                           "e.g. on shards made from real video. The architecture and the motion statistics "
-                          "come from the file (--preset, --lookahead-ms and --model-option are ignored, "
-                          f"except the training-only options {', '.join(sorted(TRAINING_ONLY_OPTIONS))}); "
-                          "the optimizer, schedule and EMA start afresh")
+                          "come from the file (--preset and --model-option are ignored, except the "
+                          f"training-only options {', '.join(sorted(TRAINING_ONLY_OPTIONS))}); "
+                          "--lookahead-ms (or --model-option self_lookahead_ms=MS / other_lookahead_ms=MS) "
+                          "may lengthen the file's lookahead: the new lookahead frames start with zero "
+                          "weights, so training starts from the same function. The optimizer, schedule "
+                          "and EMA start afresh")
     gen.add_argument("--export", default=None, metavar="PATH",
                      help=f"where to write the EMA weights (default RUN_DIR/{EXPORT_NAME})")
     gen.add_argument("--export-dtype", choices=("float16", "float32"), default="float16",
@@ -108,6 +111,9 @@ TRAINING_ONLY_OPTIONS = frozenset({"phone_weight", "future_weight", "loss_channe
                                    "spec_eq_db", "spec_masks", "spec_mask_width", "spec_band_prob",
                                    "spec_reverb_prob", "spec_gain_db", "spec_noise_prob", "spec_noise_snr",
                                    "voice_adversary_weight", "head_draws"})
+# Model options that --init-weights may change to a larger value: the audio lookahead (the
+# front projection's weights on the new lookahead frames start at zero).
+WIDENING_OPTIONS = frozenset({"self_lookahead_ms", "other_lookahead_ms"})
 
 
 def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, torch.Tensor], dict[str, Any]]:
@@ -234,14 +240,13 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
         if args.resume is not None:
             raise InputError("--init-weights starts a new run from trained weights and --resume continues a "
                              "run from its checkpoint: give one of them")
-        training_only = {k: v for k, v in overrides.items() if k in TRAINING_ONLY_OPTIONS}
-        if len(training_only) < len(overrides) or lookahead_ms is not None:
+        kept = {k: v for k, v in overrides.items() if k in TRAINING_ONLY_OPTIONS | WIDENING_OPTIONS}
+        if len(kept) < len(overrides):
             log.warning("--init-weights: the model's settings come from %s; --model-option (except the "
-                        "training-only %s) and --lookahead-ms are ignored", args.init_weights,
+                        "training-only %s and a longer lookahead) is ignored", args.init_weights,
                         ", ".join(sorted(TRAINING_ONLY_OPTIONS)))
         preset_name, overrides, init_state, init_info = initial_weights(args.init_weights)
-        overrides = {**overrides, **training_only}
-        lookahead_ms = None
+        overrides = {**overrides, **kept}
     if args.resume is not None:
         state = load_checkpoint(args.resume or run_dir / CHECKPOINT_NAME, map_location="cpu")
         saved = state["record"]
@@ -256,6 +261,11 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
     torch.manual_seed(args.seed)  # initial weights follow --seed (DDP copies rank 0's to the others)
     model, cfg = factory.build(preset_name, overrides, lookahead_ms)
     if init_state is not None:
+        if hasattr(model, "widen_lookahead"):  # a longer lookahead than the file's: zero weights on it
+            try:
+                init_state = model.widen_lookahead(init_state)
+            except ValueError as exc:
+                raise InputError(f"--init-weights {args.init_weights}: {exc}") from None
         try:                                  # weights and the motion statistics they were trained with
             missing, unexpected = model.load_state_dict(init_state, strict=False)
         except RuntimeError as exc:

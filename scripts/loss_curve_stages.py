@@ -7,6 +7,7 @@ of two stages are two sets, not one: the plot says so.
 
     python scripts/loss_curve_stages.py docs/training/log_small_stage1.jsonl:64 \
         docs/training/log_small_stage2.jsonl:256 docs/training/log_small_stage3.jsonl:256 \
+        docs/training/log_small_stage4.jsonl:256 \
         -o docs/training/loss_curve_small.png
 """
 from __future__ import annotations
@@ -47,10 +48,13 @@ def main() -> None:
             parser.error(f"{path}: no training records")
         steps = max(r["step"] for r in records if "step" in r)
         label = f"stage {i + 1}: batch {batch}, {steps:,} steps"
-        # A run with the phone probe logs its cross-entropy in the training loss (not in validation).
-        phones = any("phone_ce" in r.get("last_step_stats", {}) for r in records if r["kind"] == "train")
+        # A run with the phone probe or the voice adversary logs their cross-entropies in the
+        # training loss (not in validation).
+        def has(stat):
+            return any(stat in r.get("last_step_stats", {}) for r in records if r["kind"] == "train")
+        terms = [name for stat, name in (("phone_ce", "phone-probe"), ("voice_ce", "voice-adversary")) if has(stat)]
         ax.plot(*zip(*train), lw=0.7, alpha=0.6, color=f"C{2 * i}",
-                label=f"{label}, train" + (" (with the phone-probe term)" if phones else ""))
+                label=f"{label}, train" + (f" (with the {' and '.join(terms)} terms)" if terms else ""))
         if val:
             ax.plot(*zip(*val), "o-", ms=2.5, color=f"C{2 * i + 1}",
                     label=f"{label}, validation (EMA; its own {args.val_batches * batch} windows)")

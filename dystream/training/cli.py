@@ -47,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--model-option", action="append", default=[], metavar="FIELD=VALUE",
                      help="override one field of the preset's GeneratorConfig (repeatable), e.g. layers=2")
     gen.add_argument("--lookahead-ms", type=int, default=None,
-                     help="audio lookahead of both audio encoders in ms, 0-120 in steps of 10 (default: the preset's)")
+                     help="audio lookahead of both audio encoders in ms, 0-120 in steps of 10 (default: the preset's; "
+                          "with --init-weights: the file's, which this may lengthen)")
     gen.add_argument("--batch-size", type=int, default=64, help="global batch size, split across processes (default 64)")
     gen.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of AdamW (default 3e-4)")
     gen.add_argument("--warmup-steps", type=int, default=1000, help="linear warmup steps (default 1000)")

@@ -50,9 +50,8 @@ def main() -> None:
         label = f"stage {i + 1}: batch {batch}, {steps:,} steps"
         # A run with the phone probe or the voice adversary logs their cross-entropies in the
         # training loss (not in validation).
-        def has(stat):
-            return any(stat in r.get("last_step_stats", {}) for r in records if r["kind"] == "train")
-        terms = [name for stat, name in (("phone_ce", "phone-probe"), ("voice_ce", "voice-adversary")) if has(stat)]
+        logged = {stat for r in records if r["kind"] == "train" for stat in r.get("last_step_stats", {})}
+        terms = [name for stat, name in (("phone_ce", "phone-probe"), ("voice_ce", "voice-adversary")) if stat in logged]
         ax.plot(*zip(*train), lw=0.7, alpha=0.6, color=f"C{2 * i}",
                 label=f"{label}, train" + (f" (with the {' and '.join(terms)} terms)" if terms else ""))
         if val:

@@ -123,7 +123,9 @@ class Generator(nn.Module):
         loads into this model and computes the same function (the new lookahead frames
         start with zero weights). Anything else passes unchanged."""
         state = dict(state)
-        for name, encoder in (("self_encoder", self.self_encoder), ("other_encoder", self.other_encoder)):
+        for name, encoder in self.named_children():
+            if not isinstance(encoder, CausalAudioEncoder):
+                continue
             key = f"{name}.front.weight"
             if key in state and state[key].shape != encoder.front.weight.shape:
                 state[key] = encoder.widen_front(state[key])

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from dystream.errors import InputError, MissingDependencyError
-from dystream.training import ddp
+from dystream.training import average, ddp
 from dystream.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from dystream.training.dataset import (ANCHOR_STRATEGIES, WindowBank, load_conversations, motion_statistics,
                                        relative_motion_statistics)
@@ -90,6 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     # save_weights(model, path, info), standing in for dystream.generator.
     gen.add_argument("--model-factory", default=None, help=argparse.SUPPRESS)
     gen.set_defaults(func=run, command_parser=gen)
+    average.configure(what)
 
 
 # -- the model, through the generator's contract ---------------------------------------------

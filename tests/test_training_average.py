@@ -1,0 +1,66 @@
+"""`dystream train average`: the weighted mean of generator weights files."""
+
+import json
+
+import pytest
+import torch
+
+from dystream.cli import main
+from dystream.errors import InputError
+from dystream.generator.weights import load_generator, read_metadata, save_weights
+from dystream.training.average import average_generators
+
+from generator_helpers import single_thread  # noqa: F401  (autouse fixture)
+from generator_helpers import tiny_generator
+
+
+def _two_files(tmp_path, **options):
+    a = tiny_generator(seed=0, **options)
+    b = tiny_generator(seed=1, **options)
+    pa = save_weights(a, tmp_path / "a.safetensors", {"steps": 10, "preset": "small"})
+    pb = save_weights(b, tmp_path / "b.safetensors", {"steps": 30, "init_weights": "/x/a.safetensors"})
+    return pa, pb
+
+
+def test_the_average_is_the_weighted_mean_of_every_tensor(tmp_path):
+    pa, pb = _two_files(tmp_path)
+    a, b = load_generator(pa).state_dict(), load_generator(pb).state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)         # two different models
+    model, info = average_generators([pa, pb], [1.0, 3.0])
+    for name, tensor in model.state_dict().items():
+        assert torch.allclose(tensor, 0.25 * a[name] + 0.75 * b[name], atol=1e-6), name
+    assert [s["weight"] for s in info["averaged_from"]] == [0.25, 0.75]
+    assert info["averaged_from"][1]["steps"] == 30 and info["averaged_from"][1]["init_weights"] == "a.safetensors"
+    equal, _ = average_generators([pa, pb])
+    for name, tensor in equal.state_dict().items():
+        assert torch.allclose(tensor, (a[name] + b[name]) / 2, atol=1e-6), name
+
+
+def test_the_command_writes_loadable_weights_with_a_record(tmp_path, capsys):
+    pa, pb = _two_files(tmp_path)
+    out = tmp_path / "mean.safetensors"
+    assert main(["train", "average", str(pa), str(pb), "-o", str(out), "--dtype", "float32"]) == 0
+    assert "a.safetensors x 0.5" in capsys.readouterr().out
+    model = load_generator(out)
+    expected, _ = average_generators([pa, pb])
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, expected.state_dict()[name]), name
+    info = json.loads(read_metadata(out)["info"])
+    assert info["command"].startswith("dystream train average") and info["preset"] == "small"
+    assert [s["file"] for s in info["averaged_from"]] == ["a.safetensors", "b.safetensors"]
+
+
+def test_bad_averages_are_clear_errors(tmp_path, capsys):
+    pa, pb = _two_files(tmp_path)
+    other = save_weights(tiny_generator(self_lookahead_ms=40), tmp_path / "c.safetensors", {})
+    with pytest.raises(InputError, match="another configuration.*lookahead"):
+        average_generators([pa, other])
+    with pytest.raises(InputError, match="at least two"):
+        average_generators([pa])
+    with pytest.raises(InputError, match="one per file"):
+        average_generators([pa, pb], [1.0])
+    with pytest.raises(InputError, match="positive"):
+        average_generators([pa, pb], [1.0, 0.0])
+    out = tmp_path / "never.safetensors"
+    assert main(["train", "average", str(pa), str(tmp_path / "missing.safetensors"), "-o", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err and not out.exists()

@@ -22,6 +22,35 @@ import json
 import numpy as np
 
 
+def channel_of(conv, party: int) -> dict:
+    """The recording channel the data engine put on a party's track (empty if unrecorded)."""
+    channel = conv.extra.get("augmentation")
+    if not channel:
+        return {}
+    return dict((ast.literal_eval(channel) if isinstance(channel, str) else channel)[party])
+
+
+def breakdown(meta, motions) -> tuple[dict, list]:
+    """({(minute, voice or "all"): [closed, bilabials]}, one record per track) for
+    (conversation, party) pairs and their generated motions; a bilabial belongs to the
+    minute in which it starts."""
+    from dystream.metrics import events
+
+    minutes = collections.defaultdict(lambda: np.zeros(2, dtype=int))
+    tracks = []
+    for (conv, party), motion in zip(meta, motions):
+        voice = conv.voices[party]
+        for phone in conv.labels[party].phones:
+            closed, total = events.bilabial_closure_counts(motion, [phone])
+            minute = int(float(phone[1]) // 60)
+            minutes[(minute, voice)] += (closed, total)
+            minutes[(minute, "all")] += (closed, total)
+        closed, total = events.bilabial_closure_counts(motion, conv.labels[party].phones)
+        tracks.append({"conversation": conv.id, "party": party, "voice": voice, **channel_of(conv, party),
+                       "bilabials": int(total), "closed": int(closed)})
+    return dict(minutes), tracks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="dataset directory made by `dystream data synth`")
@@ -36,7 +65,6 @@ def main() -> None:
     from dystream.evaluation.core import neutral_frame
     from dystream.generator.inference import generate_motion_batch
     from dystream.generator.weights import load_generator
-    from dystream.metrics import events
 
     convs = list(iter_conversations(args.data, args.split))
     items, meta = [], []
@@ -47,20 +75,7 @@ def main() -> None:
     model = load_generator(args.weights, args.device)
     motions = generate_motion_batch(model, items, device=args.device)
 
-    minutes = collections.defaultdict(lambda: np.zeros(2, dtype=int))
-    tracks = []
-    for (conv, party), motion in zip(meta, motions):
-        voice = conv.voices[party]
-        channel = conv.extra.get("augmentation", [{}, {}])
-        channel = (ast.literal_eval(channel) if isinstance(channel, str) else channel)[party]
-        for phone in conv.labels[party].phones:
-            closed, total = events.bilabial_closure_counts(motion, [phone])
-            minute = int(float(phone[1]) // 60)
-            minutes[(minute, voice)] += (closed, total)
-            minutes[(minute, "all")] += (closed, total)
-        closed, total = events.bilabial_closure_counts(motion, conv.labels[party].phones)
-        tracks.append({"conversation": conv.id, "party": party, "voice": voice, **channel,
-                       "bilabials": int(total), "closed": int(closed)})
+    minutes, tracks = breakdown(meta, motions)
 
     print("minute  voice                      bilabials  closed")
     for (minute, voice), (closed, total) in sorted(minutes.items()):

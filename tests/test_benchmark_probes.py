@@ -1,6 +1,7 @@
-"""The pure helpers of three diagnostic benchmarks: blendshape_geometry.py (where a sweep's
-score is lost), voice_probe.py (which property of a voice decides lip closure) and
-phone_probe_accuracy.py (what the audio encoder hears, per voice)."""
+"""The pure helpers of four diagnostic benchmarks: blendshape_geometry.py (where a sweep's
+score is lost), voice_probe.py (which property of a voice decides lip closure),
+phone_probe_accuracy.py (what the audio encoder hears, per voice) and
+closure_breakdown.py (closure per minute and per recording channel)."""
 
 import importlib.util
 from pathlib import Path
@@ -101,3 +102,26 @@ def test_phone_probe_benchmark_reads_frames_as_training_does(tmp_path):
     got = bench.track_predictions(model, conv.audio[1], frames)
     assert got.shape == (frames,) and len(set(got.tolist())) > 1
     np.testing.assert_array_equal(got, expected)
+
+
+def test_closure_breakdown_counts_per_minute_voice_and_track():
+    from types import SimpleNamespace
+
+    from dystream.motion import MOTION_DIM, idx
+
+    breakdown = _load("closure_breakdown")
+    fps = 25
+    motion = np.zeros((130 * fps, MOTION_DIM), np.float32)
+    motion[:, idx("jawOpen")] = 0.5                            # open everywhere ...
+    motion[int(10.0 * fps):int(10.2 * fps), idx("jawOpen")] = 0.0   # ... but for one closure in minute 0
+    phones = [("m", 10.0, 10.1), ("p", 30.0, 30.1), ("b", 70.0, 70.1), ("aa", 10.1, 10.3), ("m", 125.0, 125.1)]
+    channel = [{"snr_db": 30.0, "low_hz": 0.0, "high_hz": 0.0}, {"snr_db": 20.0, "low_hz": 200.0, "high_hz": 4000.0}]
+    conv = SimpleNamespace(id="c0", voices=["flite:slt", "espeak:x"], extra={"augmentation": str(channel)},
+                           labels=[SimpleNamespace(phones=phones), SimpleNamespace(phones=phones[:1])])
+    minutes, tracks = breakdown.breakdown([(conv, 0), (conv, 1)], [motion, motion])
+    assert minutes[(0, "flite:slt")].tolist() == [1, 2]       # the vowel is not counted
+    assert minutes[(1, "flite:slt")].tolist() == [0, 1] and minutes[(2, "flite:slt")].tolist() == [0, 1]
+    assert minutes[(0, "all")].tolist() == [2, 3] and minutes[(0, "espeak:x")].tolist() == [1, 1]
+    assert tracks[0]["bilabials"] == 4 and tracks[0]["closed"] == 1 and tracks[0]["snr_db"] == 30.0
+    assert tracks[1]["high_hz"] == 4000.0 and tracks[1]["closed"] == 1
+    assert breakdown.channel_of(SimpleNamespace(extra={}), 0) == {}

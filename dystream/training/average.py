@@ -3,9 +3,10 @@
 Averaging the weights of runs that share an architecture and a lineage (e.g. one run's
 export and the same run trained on) is "weight averaging": the mean often lies deeper in
 the loss basin than either end, and it costs no training (docs/generator.md measures it
-on the bundled weights). Every file must hold the same config; each tensor is averaged
-in float32 and the result is written like a trained export (fp16 by default) with a
-record of its sources.
+on the bundled weights). Every file must hold the same config; each floating tensor
+(buffers such as the motion statistics too, which one lineage shares) is averaged in
+float64 and the result is written like a trained export (fp16 by default) with a record
+of its sources.
 """
 
 from __future__ import annotations

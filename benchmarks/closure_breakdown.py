@@ -40,14 +40,17 @@ def breakdown(meta, motions) -> tuple[dict, list]:
     tracks = []
     for (conv, party), motion in zip(meta, motions):
         voice = conv.voices[party]
+        by_minute = collections.defaultdict(list)
         for phone in conv.labels[party].phones:
-            closed, total = events.bilabial_closure_counts(motion, [phone])
-            minute = int(float(phone[1]) // 60)
-            minutes[(minute, voice)] += (closed, total)
-            minutes[(minute, "all")] += (closed, total)
-        closed, total = events.bilabial_closure_counts(motion, conv.labels[party].phones)
+            by_minute[int(float(phone[1]) // 60)].append(phone)
+        track = np.zeros(2, dtype=int)
+        for minute, phones in by_minute.items():
+            counts = np.array(events.bilabial_closure_counts(motion, phones))
+            minutes[(minute, voice)] += counts
+            minutes[(minute, "all")] += counts
+            track += counts
         tracks.append({"conversation": conv.id, "party": party, "voice": voice, **channel_of(conv, party),
-                       "bilabials": int(total), "closed": int(closed)})
+                       "bilabials": int(track[1]), "closed": int(track[0])})
     return dict(minutes), tracks
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from dystream.errors import DystreamError, InputError
+from dystream.generator.audio_encoder import RunningMean, causal_ema
 from dystream.generator.config import GeneratorConfig, preset
 from dystream.generator.guidance import frame_noise, plan_guidance
 from dystream.generator.inference import generate_motion
@@ -53,7 +54,8 @@ def test_audio_context_matches_what_the_encoders_read():
 @pytest.mark.parametrize("options", [{"pose_relative": False, "future_frames": 0}, {"pose_relative": True, "spec_warp": 0.15, "spec_eq_db": 6.0,
                                            "spec_masks": 2, "spec_band_prob": 0.5, "spec_reverb_prob": 0.5,
                                            "future_frames": 4, "head_draws": 3, "front_warps": (0.85, 1.0, 1.2),
-                                           "front_pool_depth": 1}])
+                                           "front_pool_depth": 1, "mean_norm_seconds": 1.0,
+                                           "mean_norm_context_seconds": 0.4}])
 def test_training_loss_is_finite_reaches_every_parameter_and_checks_shapes(options):
     model = tiny_generator(**options).train()
     # 8 windows x 11 frames per stream: the per-frame audio dropout (p=0.1) drops some
@@ -142,9 +144,9 @@ def test_kv_cache_equals_recompute_beyond_the_window():
     assert not torch.allclose(full2[:, reach], full[:, reach])
 
 
-@pytest.mark.parametrize("lookahead_ms", [0, 60, 120])
-def test_audio_beyond_the_lookahead_never_changes_earlier_frames(lookahead_ms):
-    model = tiny_generator(self_lookahead_ms=lookahead_ms, other_lookahead_ms=lookahead_ms)
+@pytest.mark.parametrize("lookahead_ms, options", [(0, {}), (60, {}), (120, {}), (80, {"mean_norm_seconds": 1.0})])
+def test_audio_beyond_the_lookahead_never_changes_earlier_frames(lookahead_ms, options):
+    model = tiny_generator(self_lookahead_ms=lookahead_ms, other_lookahead_ms=lookahead_ms, **options)
     frames = 20
     self_audio, other_audio = speech_like(frames * 640, 1), speech_like(frames * 640, 2)
     anchor = anchor_frame()
@@ -216,7 +218,8 @@ def test_generate_motion_shapes_seed_and_bad_input():
 
 
 @pytest.mark.parametrize("options", [{}, {"front_warps": (0.8, 1.0, 1.25)},
-                                     {"front_warps": (0.8, 1.0, 1.25), "front_pool_depth": 2}])
+                                     {"front_warps": (0.8, 1.0, 1.25), "front_pool_depth": 2},
+                                     {"mean_norm_seconds": 2.0}])
 def test_weights_round_trip(tmp_path, options):
     model = tiny_generator(self_lookahead_ms=40, **options)
     path = save_weights(model, tmp_path / "g.safetensors", {"steps": 12})
@@ -398,7 +401,7 @@ def test_vocal_tract_pooling_folds_warps_into_the_filterbank_and_takes_the_maxim
     with torch.no_grad():
         windows = encoder.logmel(audio[:, :encoder.samples_needed(4)]).unfold(1, encoder.front_kernel, 4)
         per_version = encoder.front(windows.flatten(3))  # [B, T, 3, H]
-        assert torch.equal(encoder._front(audio, 4), per_version.amax(dim=2))
+        assert torch.equal(encoder._front(encoder._windows(audio, 4)), per_version.amax(dim=2))
         assert (per_version.argmax(dim=2) != 1).any()  # other versions win somewhere
     with pytest.raises(InputError, match="front_warps"):
         GeneratorConfig(front_warps=(0.3, 1.0))
@@ -426,3 +429,74 @@ def test_deep_pooling_runs_the_first_blocks_on_every_version():
     for depth, warps in ((3, (0.8, 1.0)), (1, ())):
         with pytest.raises(InputError, match="front_pool_depth"):
             GeneratorConfig(audio_layers=2, front_warps=warps, front_pool_depth=depth)
+
+
+def test_causal_ema_equals_its_recurrence_across_blocks():
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(2, 50, 3, 4, generator=g)
+    decay = 0.8 + 0.2 * torch.rand(2, 50, generator=g)
+    start = torch.randn(2, 3, 4, generator=g)
+    running, expected = start.clone(), []
+    for t in range(50):
+        running = decay[:, t, None, None] * running + values[:, t]
+        expected.append(running)
+    got = causal_ema(values, decay, start, block=7)  # 8 blocks, each carrying into the next
+    torch.testing.assert_close(got, torch.stack(expected, 1), atol=1e-5, rtol=1e-5)
+
+
+def _mel_windows(frames: int, bands: int = 8, level: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """Speech-like mel windows [1, T, M, K=6] around ``level`` (the front end's units)."""
+    g = torch.Generator().manual_seed(seed)
+    return level + 0.3 * torch.randn(1, frames, bands, 6, generator=g)
+
+
+def test_running_mean_takes_out_a_channel_and_holds_through_pauses():
+    cfg = GeneratorConfig(n_mels=8, mean_norm_seconds=1.0, mean_norm_prior_frames=5.0)
+    norm = RunningMean(cfg, (8,))
+    with torch.no_grad():
+        norm.prior.fill_(-0.2)
+    frames = 500  # 20 s
+    clean = _mel_windows(frames)
+    tilt = torch.linspace(-1.0, 1.0, 8)[None, None, :, None]  # a colouring of 0 dB mean: same frame weights
+    shifted_clean, _ = norm(clean)
+    shifted_tilted, _ = norm(clean + tilt)
+    gap = (shifted_tilted - shifted_clean).abs().amax(dim=(0, 2, 3))  # per frame
+    assert gap[0] > 0.7  # one frame heard: the prior (5 frames) dominates, most of the channel passes
+    # After 16 s of speech only the prior's share of the mean keeps the channel: c / (c + tau * fps)
+    # (the sums hold about tau * fps frames of speech, a little more as these frames weigh ~1.1),
+    # 5 / 30 here, under 2% with no prior.
+    assert gap[-100:].max() < 1.05 * 5 / 30 and gap[-100:].min() > 0.75 * 5 / 30
+    no_prior = RunningMean(GeneratorConfig(n_mels=8, mean_norm_seconds=1.0, mean_norm_prior_frames=1e-6), (8,))
+    assert (no_prior(clean + tilt)[0] - no_prior(clean)[0])[:, -100:].abs().max() < 0.02
+    # Speech moves the mean to the speech; a 10 s pause 60 dB down (mel units -1.7) barely moves it.
+    loud = _mel_windows(250, level=0.5, seed=1)
+    pause = _mel_windows(250, level=-1.7, seed=2)
+    out, (n, d) = norm(torch.cat([loud, pause], dim=1))
+    mean_after_speech = (out[:, 249] - loud[:, 249]).mean()  # = prior - m
+    mean_after_pause = (out[:, -1] - pause[:, -1]).mean()
+    assert abs((-0.2 - mean_after_speech).item() - 0.5) < 0.05
+    assert abs(mean_after_pause - mean_after_speech).item() < 0.02
+    # Streaming steps carry the same statistics as the offline call.
+    state = (torch.zeros(1, 8), torch.zeros(1, 1))
+    windows = torch.cat([loud, pause], dim=1)
+    for t in range(windows.shape[1]):
+        step_out, state = norm.step(windows[:, t:t + 1], state)
+    torch.testing.assert_close(step_out[:, 0], out[:, -1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[0], n, atol=1e-4, rtol=1e-5)
+
+
+def test_statistics_frames_only_feed_the_running_mean():
+    """Training windows bring earlier audio for the running mean alone: their features equal
+    those of the same frames of one long offline call (past the conv layers' warm-up)."""
+    model = tiny_generator(mean_norm_seconds=1.0, self_lookahead_ms=60)
+    encoder, ctx = model.self_encoder, model.cfg.encoder_context_frames
+    audio = torch.from_numpy(speech_like(encoder.samples_needed(60), 5))[None]
+    with torch.no_grad():
+        whole = encoder(audio, 60)
+        windowed = encoder(audio, 35, stats_frames=25)
+        plain = tiny_generator(self_lookahead_ms=60).self_encoder(audio, 35, stats_frames=25)
+    torch.testing.assert_close(windowed[:, ctx:], whole[:, 25 + ctx:], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(windowed[:, ctx:], encoder(audio[:, 25 * 640:], 35)[:, ctx:], atol=1e-3)
+    assert plain.shape == windowed.shape  # without the running mean the extra audio is skipped
+    with pytest.raises(ValueError, match="statistics frames"):
+        encoder(audio[:, :-1], 35, stats_frames=25)

@@ -33,7 +33,9 @@ def _stream(session, self_audio, other_audio, self_sizes, other_sizes, rng):
 
 @pytest.mark.parametrize("lookaheads, options", [((60, 60), {}), ((0, 120), {}), ((60, 60), {"pose_relative": True}),
                                                   ((60, 60), {"front_warps": (0.8, 1.0, 1.25)}),
-                                                  ((60, 60), {"front_warps": (0.8, 1.0, 1.25), "front_pool_depth": 1})])
+                                                  ((60, 60), {"front_warps": (0.8, 1.0, 1.25), "front_pool_depth": 1}),
+                                                  ((80, 60), {"mean_norm_seconds": 0.5}),
+                                                  ((60, 60), {"front_warps": (0.8, 1.0, 1.25), "mean_norm_seconds": 2.0})])
 def test_streaming_equals_offline_for_any_chunking(lookaheads, options):
     model = tiny_generator(self_lookahead_ms=lookaheads[0], other_lookahead_ms=lookaheads[1], **options)
     rng = np.random.default_rng(0)

@@ -161,3 +161,34 @@ def test_cli_lengthens_the_lookahead_of_initial_weights(dataset, tmp_path, capsy
     capsys.readouterr()
     assert cli_main([*common, "-o", str(tmp_path / "short"), "--max-steps", "1", "--lookahead-ms", "30"]) == 2
     assert "not shrink" in capsys.readouterr().err
+
+
+def test_cli_adds_a_running_mean_to_initial_weights_and_calibrates_its_prior(dataset, tmp_path):
+    """--init-weights with --model-option mean_norm_seconds: the running mean joins the file's
+    model, its prior starts at the training audio's mean log-mel, the rest loads as trained."""
+    torch.manual_seed(6)
+    source = Generator(preset("small", **TINY))
+    weights = tmp_path / "pretrained.safetensors"
+    save_weights(source, weights, {"preset": "small", "steps": 50})
+    run_dir = tmp_path / "run"
+    assert cli_main(["train", "generator", "--data", str(dataset), "--device", "cpu", "--no-progress",
+                     "--batch-size", "2", "--warmup-steps", "1", "--val-every", "2", "--val-batches", "1",
+                     "--export-dtype", "float32", "--init-weights", str(weights), "--lr", "1e-9", "--max-steps", "1",
+                     "--model-option", "mean_norm_seconds=1.0", "--model-option", "mean_norm_context_seconds=0.4",
+                     "-o", str(run_dir)]) == 0
+    tuned = load_generator(run_dir / "generator_ema.safetensors")
+    assert tuned.cfg.mean_norm_seconds == 1.0 and tuned.cfg.mean_norm_context_frames == 10
+    assert source.self_encoder.running_mean is None
+    # lr 1e-9: everything but the new prior is (to 1e-5) the file's.
+    torch.testing.assert_close(tuned.self_encoder.front.weight, source.self_encoder.front.weight, atol=1e-5, rtol=0)
+    # The prior is the power-weighted mean log-mel of the training audio (both parties): near
+    # that mean over every frame of the train split, measured here straight from the log-mel.
+    mels = [tuned.self_encoder.logmel(torch.from_numpy(conv.audio[p]).float()[None])[0]
+            for conv in load_conversations(dataset, "train") for p in range(2)]
+    mel = torch.cat(mels)  # [J, 9, M]: 9 vocal-tract versions
+    weight = torch.exp(4 * mel.flatten(1).mean(1).clamp(max=3))[:, None, None]
+    expected = (weight * mel).sum(0) / weight.sum()
+    for encoder in (tuned.self_encoder, tuned.other_encoder):
+        prior = encoder.running_mean.prior.detach()
+        assert prior.shape == (9, TINY["n_mels"]) and prior.std() > 0.05  # not the zeros it starts at
+        torch.testing.assert_close(prior, expected, atol=0.05, rtol=0)

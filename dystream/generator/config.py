@@ -116,6 +116,18 @@ class GeneratorConfig:
     # each version's detectors see a few frames of context first; the blocks' streaming
     # state then holds one history per version.
     front_pool_depth: int = 0
+    # Causal running mean normalisation of the log-mel (inference too): every stream keeps
+    # a power-weighted exponential running mean of its log-mel with this time constant in
+    # seconds (speech counts, pauses and noise floors hardly do), and each frame's window
+    # is shifted by (learned prior mean - running mean), so a speaker's long-term spectrum
+    # and a recording channel's colouring (a band limit, an equaliser) are taken out before
+    # the layers. Training windows bring mean_norm_context_seconds of earlier audio for
+    # the statistics alone. 0: off (what weights saved before this option mean).
+    mean_norm_seconds: float = 0.0
+    mean_norm_context_seconds: float = 4.0
+    # Weight of the prior mean in the running mean, in frames of speech at the front end's
+    # reference level (a shrinkage toward the prior while little speech has been heard).
+    mean_norm_prior_frames: float = 5.0
     # Training-only auxiliary target: a linear probe on c_t regresses the next
     # future_frames clean frames (weight future_weight), so c_t carries where the
     # motion is going (a nod under way), not only the next frame.
@@ -174,6 +186,11 @@ class GeneratorConfig:
         if not 0 <= self.front_pool_depth <= self.audio_layers or (self.front_pool_depth and not self.front_warps):
             raise InputError(f"front_pool_depth={self.front_pool_depth}: must be 0-{self.audio_layers} "
                              "(the audio encoder's blocks), and needs front_warps")
+        if not 0.0 <= self.mean_norm_seconds <= 60.0 or not 0.0 <= self.mean_norm_context_seconds <= 60.0 \
+                or self.mean_norm_prior_frames <= 0.0:
+            raise InputError("mean_norm_seconds and mean_norm_context_seconds must be in [0, 60] and "
+                             f"mean_norm_prior_frames > 0, got {self.mean_norm_seconds}, "
+                             f"{self.mean_norm_context_seconds}, {self.mean_norm_prior_frames}")
         if self.phone_weight < 0 or self.voice_adversary_weight < 0:
             raise InputError("phone_weight and voice_adversary_weight must be >= 0")
         if self.future_frames < 0 or self.head_draws < 1:
@@ -211,6 +228,14 @@ class GeneratorConfig:
     def front_left_samples(self) -> int:
         """Samples before frame 0 that the first mel frames of frame 0 read."""
         return (self.mel_window - self.mel_hop) + self.front_left_mels * self.mel_hop
+
+    @property
+    def mean_norm_context_frames(self) -> int:
+        """Frames of audio before a training window's encoder context that only feed the
+        running mean of ``mean_norm_seconds`` (0 when it is off)."""
+        if not self.mean_norm_seconds:
+            return 0
+        return int(round(self.mean_norm_context_seconds * self.frames_per_second))
 
     @property
     def encoder_context_frames(self) -> int:

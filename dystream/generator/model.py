@@ -131,15 +131,26 @@ class Generator(nn.Module):
                 state[key] = encoder.widen_front(state[key])
         return state
 
+    @torch.no_grad()
+    def calibrate_running_means(self, self_audio: torch.Tensor, other_audio: torch.Tensor) -> None:
+        """Set each encoder's running-mean prior (``mean_norm_seconds``) to the power-weighted
+        mean log-mel of training audio [B, N] (``audio_context`` windows); no-op when off."""
+        for encoder, audio in ((self.self_encoder, self_audio), (self.other_encoder, other_audio)):
+            if encoder.running_mean is not None:
+                frames = (audio.shape[1] - encoder.samples_needed(0)) // self.cfg.samples_per_frame
+                encoder.running_mean.calibrate(encoder._windows(audio.float(), frames))
+
     # -- shared pieces -----------------------------------------------------
     def audio_context(self) -> tuple[int, int]:
         """(left, right): samples needed before frame t0 and after the last frame.
 
-        left covers the mel window overhang, the front convolution's left context and
-        the receptive field of the causal encoder layers; right is the larger lookahead.
+        left covers the mel window overhang, the front convolution's left context, the
+        receptive field of the causal encoder layers and (``mean_norm_seconds``) the audio
+        that only feeds the running mean; right is the larger lookahead.
         """
         cfg = self.cfg
-        left = cfg.front_left_samples + cfg.encoder_context_frames * cfg.samples_per_frame
+        frames = cfg.mean_norm_context_frames + cfg.encoder_context_frames
+        left = cfg.front_left_samples + frames * cfg.samples_per_frame
         right = max(cfg.lookahead_samples(0), cfg.lookahead_samples(1))
         return left, right
 
@@ -211,8 +222,11 @@ class Generator(nn.Module):
                                  f"got {tuple(audio.shape)}")
         device = motion.device
         ctx = cfg.encoder_context_frames
-        self_features = self.self_encoder(self_audio, ctx + t, self._augmentation(b, generator, device))[:, ctx + 1:]
-        other_features = self.other_encoder(other_audio, ctx + t, self._augmentation(b, generator, device))[:, ctx + 1:]
+        stats = cfg.mean_norm_context_frames
+        self_features = self.self_encoder(self_audio, ctx + t, self._augmentation(b, generator, device),
+                                          stats)[:, ctx + 1:]
+        other_features = self.other_encoder(other_audio, ctx + t, self._augmentation(b, generator, device),
+                                            stats)[:, ctx + 1:]
 
         clean = self.to_model(motion, anchor[:, None])
         previous, target = clean[:, :-1], clean[:, 1:]

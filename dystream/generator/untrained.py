@@ -26,5 +26,8 @@ def active_random_generator(cfg: GeneratorConfig, seed: int = 0, head_scale: flo
             layer.bias.normal_(0.0, head_scale)
         for null in (model.null_self, model.null_other, model.null_anchor):
             null.normal_(0.0, 0.5)
+        for encoder in (model.self_encoder, model.other_encoder):
+            if encoder.running_mean is not None:  # a speech-like prior log-mel, not zeros
+                encoder.running_mean.prior.normal_(-0.5, 0.3)
     model.set_motion_stats(torch.from_numpy(REST), torch.from_numpy(TYPICAL_MAX) / 3)
     return model.eval()

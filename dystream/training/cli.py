@@ -113,9 +113,11 @@ TRAINING_ONLY_OPTIONS = frozenset({"phone_weight", "future_weight", "loss_channe
                                    "spec_eq_db", "spec_masks", "spec_mask_width", "spec_band_prob",
                                    "spec_reverb_prob", "spec_gain_db", "spec_noise_prob", "spec_noise_snr",
                                    "voice_adversary_weight", "head_draws"})
-# Model options that --init-weights may change to a larger value: the audio lookahead (the
-# front projection's weights on the new lookahead frames start at zero).
-WIDENING_OPTIONS = frozenset({"self_lookahead_ms", "other_lookahead_ms"})
+# Model options that --init-weights may change: the audio lookahead, to a larger value (the
+# front projection's weights on the new lookahead frames start at zero), and the front end's
+# running mean normalisation (its prior mean starts at the training data's mean).
+WIDENING_OPTIONS = frozenset({"self_lookahead_ms", "other_lookahead_ms", "mean_norm_seconds",
+                              "mean_norm_context_seconds", "mean_norm_prior_frames"})
 
 
 def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, torch.Tensor], dict[str, Any]]:
@@ -237,7 +239,7 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
 
     state = None
     preset_name, overrides, lookahead_ms = args.preset, _parse_options(args.model_option), args.lookahead_ms
-    init_state = None
+    init_state, uncalibrated = None, []
     if args.init_weights:
         if args.resume is not None:
             raise InputError("--init-weights starts a new run from trained weights and --resume continues a "
@@ -273,9 +275,11 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
         except RuntimeError as exc:
             raise InputError(f"--init-weights {args.init_weights} does not fit the model it describes ({exc})") from None
         # The training-only phone probe and voice adversary, switched on or off for this run,
-        # start fresh or are dropped; anything else must match.
+        # start fresh or are dropped, as does a running mean's prior; anything else must match.
         fresh = ("phone_probe.", "voice_probe.")
-        missing = [k for k in missing if not k.startswith(fresh)]
+        uncalibrated = [k for k in missing if k.endswith("running_mean.prior")]
+        missing = [k for k in missing if not k.startswith(fresh) and k not in uncalibrated]
+        unexpected = [k for k in unexpected if not k.endswith("running_mean.prior")]
         unexpected = [k for k in unexpected if not k.startswith(fresh)]
         if missing or unexpected:
             raise InputError(f"--init-weights {args.init_weights} does not fit the model it describes "
@@ -298,6 +302,13 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
     left, right = model.audio_context()
     train_bank = WindowBank(train_conversations, window_frames, left, right, ctx.device)
     val_bank = WindowBank(val_conversations, window_frames, left, right, ctx.device) if val_conversations else None
+    if state is None and (init_state is None or uncalibrated) and hasattr(model, "calibrate_running_means"):
+        # The front end's running-mean prior (mean_norm_seconds) starts at the training audio's
+        # mean log-mel: 64 windows spread evenly over the bank, both parties (no random draw).
+        spread = torch.linspace(0, train_bank.num_windows - 1, min(64, train_bank.num_windows))
+        spread = spread.long().to(train_bank.device)
+        audio = [train_bank.gather(spread, torch.full_like(spread, party))[0] for party in (0, 1)]
+        model.to(ctx.device).calibrate_running_means(torch.cat(audio), torch.cat(audio[::-1]))
     if init_state is None:  # fine-tuning keeps the statistics the initial weights were trained with
         mean, std = motion_statistics(train_conversations)
         if cfg.pose_relative:

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from dystream.generator.inference import generate_motion
 from dystream.generator.model import Generator
 from dystream.generator.weights import load_generator, read_metadata, save_weights
 from dystream.motion import MOTION_DIM
+from dystream.streaming import StreamingSession
 
 from generator_helpers import single_thread  # noqa: F401  (autouse fixture)
 from generator_helpers import anchor_frame, speech_like, tiny_generator
@@ -178,6 +181,30 @@ def test_a_longer_lookahead_grown_from_trained_weights_starts_as_the_same_functi
     assert grown.shape[2] == short.self_encoder.front_kernel + 4 and not grown[:, :, -4:].any()
     with pytest.raises(ValueError, match="not shrink"):
         short.widen_lookahead(long.state_dict())
+
+
+@pytest.mark.parametrize("warps", [(), (0.8, 1.0, 1.25)])
+def test_deeper_audio_encoders_grown_from_trained_weights_start_as_the_same_function(warps):
+    shallow = tiny_generator(front_warps=warps)
+    deep = Generator(replace(shallow.cfg, audio_layers=shallow.cfg.audio_layers + 2)).eval()
+    deep.load_state_dict(deep.deepen_audio_encoders(shallow.state_dict()))
+    frames = 20
+    self_audio, other_audio = speech_like(frames * 640, 3), speech_like(frames * 640, 4)
+    a = generate_motion(shallow, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
+    b = generate_motion(deep, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
+    np.testing.assert_allclose(b, a, atol=1e-5)
+    # Streaming too: the grown encoder's step path equals its offline path.
+    session = StreamingSession(deep, anchor_frame(), seed=2, steps=3)
+    streamed = [f.motion for f in session.feed("other", other_audio) + session.feed("self", self_audio)]
+    np.testing.assert_allclose(np.stack(streamed), a[:len(streamed)], atol=1e-5)
+    # The trained blocks are the file's; the new ones are trainable, with a zero output layer.
+    for i, block in enumerate(deep.self_encoder.blocks):
+        if i < shallow.cfg.audio_layers:
+            torch.testing.assert_close(block.mlp[2].weight, shallow.self_encoder.blocks[i].mlp[2].weight)
+        else:
+            assert not block.mlp[2].weight.any() and not block.mlp[2].bias.any() and block.mlp[0].weight.any()
+    with pytest.raises(ValueError, match="does not remove blocks"):
+        shallow.deepen_audio_encoders(deep.state_dict())
 
 
 def test_guidance_plan_skips_zero_weights_and_combines_on_x0():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,30 @@ def test_cli_lengthens_the_lookahead_of_initial_weights(dataset, tmp_path, capsy
     capsys.readouterr()
     assert cli_main([*common, "-o", str(tmp_path / "short"), "--max-steps", "1", "--lookahead-ms", "30"]) == 2
     assert "not shrink" in capsys.readouterr().err
+
+
+def test_cli_deepens_the_audio_encoders_of_initial_weights(dataset, tmp_path, capsys):
+    """--init-weights with --model-option audio_layers: more blocks than the file's are grown
+    (identities at the start, so the run starts from the file's function), fewer are refused."""
+    torch.manual_seed(7)
+    source = Generator(preset("small", **{**TINY, "audio_layers": 2}))
+    weights = tmp_path / "pretrained.safetensors"
+    save_weights(source, weights, {"preset": "small", "steps": 50})
+    common = ["train", "generator", "--data", str(dataset), "--device", "cpu", "--no-progress",
+              "--batch-size", "2", "--warmup-steps", "1", "--val-every", "2", "--val-batches", "1",
+              "--export-dtype", "float32", "--init-weights", str(weights), "--max-steps", "1"]
+    layers = source.cfg.audio_layers
+    assert cli_main([*common, "--lr", "1e-9", "-o", str(tmp_path / "deep"),
+                     "--model-option", f"audio_layers={layers + 2}"]) == 0
+    deep = load_generator(tmp_path / "deep" / "generator_ema.safetensors")
+    assert deep.cfg == replace(source.cfg, audio_layers=layers + 2)
+    for encoder, trained in ((deep.self_encoder, source.self_encoder), (deep.other_encoder, source.other_encoder)):
+        torch.testing.assert_close(encoder.blocks[layers - 1].mlp[2].weight, trained.blocks[layers - 1].mlp[2].weight,
+                                   atol=1e-5, rtol=0)
+        assert encoder.blocks[layers].mlp[2].weight.abs().max() < 1e-5  # lr 1e-9: still the identity
+    capsys.readouterr()
+    assert cli_main([*common, "-o", str(tmp_path / "shallow"), "--model-option", f"audio_layers={layers - 1}"]) == 2
+    assert "does not remove blocks" in capsys.readouterr().err
 
 
 def test_cli_adds_a_running_mean_to_initial_weights_and_calibrates_its_prior(dataset, tmp_path):

@@ -55,7 +55,8 @@ class GeneratorConfig:
     self_lookahead_ms: int = 60
     other_lookahead_ms: int = 60
 
-    # Causal audio encoders (one per stream, same size).
+    # Causal audio encoders (one per stream, same size). Trained weights can be grown to
+    # more layers (``Generator.deepen_audio_encoders``: new blocks start as identities).
     audio_width: int = 256
     audio_layers: int = 4
     audio_kernel: int = 3

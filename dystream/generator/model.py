@@ -131,6 +131,30 @@ class Generator(nn.Module):
                 state[key] = encoder.widen_front(state[key])
         return state
 
+    def deepen_audio_encoders(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict of this model whose audio encoders have fewer blocks -> one that loads
+        into this model and computes the same function: each new block follows the trained
+        ones (before the output norm) as this model initialised it, but with the output layer
+        of its MLP zeroed, so its residual adds nothing until training moves it. Anything else
+        passes unchanged; a file with more blocks than this model is refused."""
+        state = dict(state)
+        for name, encoder in self.named_children():
+            if not isinstance(encoder, CausalAudioEncoder):
+                continue
+            prefix = f"{name}.blocks."
+            trained = {int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)}
+            if not trained:
+                continue
+            have, want = max(trained) + 1, len(encoder.blocks)
+            if have > want:
+                raise ValueError(f"the weights' {name} has {have} blocks and this model's {want}: "
+                                 "growing the audio encoders does not remove blocks")
+            for i in range(have, want):
+                for key, value in encoder.blocks[i].state_dict().items():
+                    new = torch.zeros_like(value) if key.startswith("mlp.2.") else value.detach().clone()
+                    state[f"{prefix}{i}.{key}"] = new
+        return state
+
     @torch.no_grad()
     def calibrate_running_means(self, self_audio: torch.Tensor, other_audio: torch.Tensor) -> None:
         """Set each encoder's running-mean prior (``mean_norm_seconds``) to the power-weighted

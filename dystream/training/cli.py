@@ -114,9 +114,10 @@ TRAINING_ONLY_OPTIONS = frozenset({"phone_weight", "future_weight", "loss_channe
                                    "spec_reverb_prob", "spec_gain_db", "spec_noise_prob", "spec_noise_snr",
                                    "voice_adversary_weight", "head_draws"})
 # Model options that --init-weights may change: the audio lookahead, to a larger value (the
-# front projection's weights on the new lookahead frames start at zero), and the front end's
-# running mean normalisation (its prior mean starts at the training data's mean).
-WIDENING_OPTIONS = frozenset({"self_lookahead_ms", "other_lookahead_ms", "mean_norm_seconds",
+# front projection's weights on the new lookahead frames start at zero), the audio encoders'
+# depth, to a larger value (new blocks start as identities), and the front end's running
+# mean normalisation (its prior mean starts at the training data's mean).
+WIDENING_OPTIONS = frozenset({"self_lookahead_ms", "other_lookahead_ms", "audio_layers", "mean_norm_seconds",
                               "mean_norm_context_seconds", "mean_norm_prior_frames"})
 
 
@@ -247,8 +248,8 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
         kept = {k: v for k, v in overrides.items() if k in TRAINING_ONLY_OPTIONS | WIDENING_OPTIONS}
         if len(kept) < len(overrides):
             log.warning("--init-weights: the model's settings come from %s; --model-option (except the "
-                        "training-only %s and a longer lookahead) is ignored", args.init_weights,
-                        ", ".join(sorted(TRAINING_ONLY_OPTIONS)))
+                        "training-only %s, a longer lookahead and deeper audio encoders) is ignored",
+                        args.init_weights, ", ".join(sorted(TRAINING_ONLY_OPTIONS)))
         preset_name, overrides, init_state, init_info = initial_weights(args.init_weights)
         overrides = {**overrides, **kept}
     if args.resume is not None:
@@ -265,11 +266,14 @@ def _run(args: argparse.Namespace, ctx: ddp.DistributedContext) -> int:
     torch.manual_seed(args.seed)  # initial weights follow --seed (DDP copies rank 0's to the others)
     model, cfg = factory.build(preset_name, overrides, lookahead_ms)
     if init_state is not None:
-        if hasattr(model, "widen_lookahead"):  # a longer lookahead than the file's: zero weights on it
-            try:
-                init_state = model.widen_lookahead(init_state)
-            except ValueError as exc:
-                raise InputError(f"--init-weights {args.init_weights}: {exc}") from None
+        # A longer lookahead than the file's (zero weights on it) and deeper audio encoders
+        # (identity blocks after the trained ones): the run starts from the file's function.
+        for grow in ("widen_lookahead", "deepen_audio_encoders"):
+            if hasattr(model, grow):
+                try:
+                    init_state = getattr(model, grow)(init_state)
+                except ValueError as exc:
+                    raise InputError(f"--init-weights {args.init_weights}: {exc}") from None
         try:                                  # weights and the motion statistics they were trained with
             missing, unexpected = model.load_state_dict(init_state, strict=False)
         except RuntimeError as exc:

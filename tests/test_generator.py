@@ -165,17 +165,22 @@ def test_audio_beyond_the_lookahead_never_changes_earlier_frames(lookahead_ms, o
         assert not np.allclose(out[last_safe + 1], base[last_safe + 1])
 
 
+def _assert_same_motion(grown: Generator, trained: Generator, frames: int = 20):
+    """Offline motion of a model grown from trained weights equals the trained model's (1e-5);
+    returns the trained model's motion and the audio (self, other)."""
+    audio = speech_like(frames * 640, 3), speech_like(frames * 640, 4)
+    expected = generate_motion(trained, *audio, anchor_frame(), seed=2, steps=3)
+    np.testing.assert_allclose(generate_motion(grown, *audio, anchor_frame(), seed=2, steps=3), expected, atol=1e-5)
+    return expected, audio
+
+
 @pytest.mark.parametrize("warps", [(), (0.9, 1.0, 1.1)])
 def test_a_longer_lookahead_grown_from_trained_weights_starts_as_the_same_function(warps):
     short = tiny_generator(self_lookahead_ms=40, other_lookahead_ms=20, front_warps=warps)
     long = Generator(short.cfg.with_lookahead(80, 60)).eval()
     assert long.self_encoder.front.weight.shape[1] > short.self_encoder.front.weight.shape[1]
     long.load_state_dict(long.widen_lookahead(short.state_dict()))
-    frames = 20
-    self_audio, other_audio = speech_like(frames * 640, 3), speech_like(frames * 640, 4)
-    a = generate_motion(short, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
-    b = generate_motion(long, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
-    np.testing.assert_allclose(b, a, atol=1e-5)
+    _assert_same_motion(long, short)
     # The new lookahead frames have weights (zero, trainable): 4 more mel frames on self.
     grown = long.self_encoder.front.weight.unflatten(1, (long.cfg.n_mels, -1))
     assert grown.shape[2] == short.self_encoder.front_kernel + 4 and not grown[:, :, -4:].any()
@@ -188,12 +193,8 @@ def test_deeper_audio_encoders_grown_from_trained_weights_start_as_the_same_func
     shallow = tiny_generator(front_warps=warps)
     deep = Generator(replace(shallow.cfg, audio_layers=shallow.cfg.audio_layers + 2)).eval()
     deep.load_state_dict(deep.deepen_audio_encoders(shallow.state_dict()))
-    frames = 20
-    self_audio, other_audio = speech_like(frames * 640, 3), speech_like(frames * 640, 4)
-    a = generate_motion(shallow, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
-    b = generate_motion(deep, self_audio, other_audio, anchor_frame(), seed=2, steps=3)
-    np.testing.assert_allclose(b, a, atol=1e-5)
-    # Streaming too: the grown encoder's step path equals its offline path.
+    a, (self_audio, other_audio) = _assert_same_motion(deep, shallow)
+    # Streaming too: the grown encoder's step path equals the file's offline motion.
     session = StreamingSession(deep, anchor_frame(), seed=2, steps=3)
     streamed = [f.motion for f in session.feed("other", other_audio) + session.feed("self", self_audio)]
     np.testing.assert_allclose(np.stack(streamed), a[:len(streamed)], atol=1e-5)

@@ -111,3 +111,19 @@ def test_bench_prints_median_and_p95(capsys):
     assert main(["bench", "generator", "--preset", "small", "--frames", "20", "--warmup", "5"]) == 0
     out = capsys.readouterr().out
     assert "median" in out and "p95" in out and "parameters  total" in out
+
+
+def test_bench_times_the_model_of_a_weights_file(tmp_path, capsys):
+    """--weights times the architecture a weights file holds (its config, not the preset's)."""
+    from dystream.generator.config import preset
+    from dystream.generator.model import Generator
+    from dystream.generator.weights import save_weights
+
+    deeper = Generator(preset("small", audio_layers=6, self_lookahead_ms=80))
+    save_weights(deeper, tmp_path / "deeper.safetensors", {"preset": "small"})
+    assert main(["bench", "generator", "--weights", str(tmp_path / "deeper.safetensors"), "--frames", "5",
+                 "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    total = deeper.parameter_counts()["total"] / 1e6
+    assert "deeper.safetensors" in out and f"parameters  {'total':<15} {total:8.2f} M" in out
+    assert Generator(preset("small")).parameter_counts()["total"] / 1e6 < total - 0.05  # not the preset's count

@@ -19,7 +19,9 @@ from dystream.errors import InputError
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="target")
     gen = sub.add_parser("generator", help="per-frame cost of the streaming generator")
-    gen.add_argument("--preset", default="small", help="generator size preset: small or paper")
+    gen.add_argument("--preset", default="small", help="generator size preset: small or paper (random weights)")
+    gen.add_argument("--weights", help="... or the architecture of trained weights (.safetensors), e.g. "
+                                       "dystream/weights/generator-small.safetensors, the bundled ones")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     gen.add_argument("--frames", type=int, default=500, help="timed frames (after warm-up)")
     gen.add_argument("--warmup", type=int, default=50, help="untimed frames first")
@@ -58,8 +60,9 @@ def _summary(ms) -> dict:
 
 
 def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, steps=5, threads=1,
-                    dtype="float32", batch=1, graphs=True, compare_frames=200) -> dict:
-    """Per-frame times in ms (median, p95, ...) of the streaming generator step for ``batch`` sessions.
+                    dtype="float32", batch=1, graphs=True, compare_frames=200, weights=None) -> dict:
+    """Per-frame times in ms (median, p95, ...) of the streaming generator step for ``batch`` sessions,
+    for a size preset with random weights or, with ``weights``, the model a weights file holds.
 
     ``eager``: both encoders' ``step`` + ``Rollout.step`` (what a streaming session runs).
     ``graphed`` (CUDA only, unless ``graphs`` is False or DYSTREAM_CUDA_GRAPHS=0): the same
@@ -86,7 +89,12 @@ def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, st
         torch.set_num_threads(threads)
     torch_dtype = getattr(torch, dtype)
     torch.manual_seed(0)
-    model = Generator(preset(preset_name)).to(device=device, dtype=torch_dtype).eval()
+    if weights:
+        from dystream.generator.weights import load_generator
+
+        model = load_generator(weights, device).to(dtype=torch_dtype).eval()
+    else:
+        model = Generator(preset(preset_name)).to(device=device, dtype=torch_dtype).eval()
     counts = model.parameter_counts()
     enc_s, enc_o = model.self_encoder, model.other_encoder
     anchors, seeds = np.repeat(REST[None], batch, axis=0), list(range(batch))
@@ -94,7 +102,7 @@ def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, st
     a_s = torch.randn(batch, enc_s.step_samples, device=device, dtype=torch_dtype) * 0.1
     a_o = torch.randn(batch, enc_o.step_samples, device=device, dtype=torch_dtype) * 0.1
     result = {
-        "preset": preset_name, "device": str(device), "dtype": dtype, "threads": torch.get_num_threads(),
+        "preset": preset_name, "weights": weights, "device": str(device), "dtype": dtype, "threads": torch.get_num_threads(),
         "frames": frames, "steps": steps, "batch": batch, "parameters": counts,
         "torch": torch.__version__,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
@@ -193,8 +201,9 @@ def _bench_graphed(model, anchors, seeds, steps, a_s, a_o, frames, warmup, compa
 
 def run_generator(args) -> int:
     r = bench_generator(args.preset, args.device, args.frames, args.warmup, args.steps, args.threads, args.dtype,
-                        batch=args.batch, graphs=not args.no_graphs)
-    print(f"generator preset {r['preset']} on {r['device']} ({r['device_name']}), torch {r['torch']}, "
+                        batch=args.batch, graphs=not args.no_graphs, weights=args.weights)
+    model = f"weights {r['weights']}" if r["weights"] else f"preset {r['preset']}"
+    print(f"generator {model} on {r['device']} ({r['device_name']}), torch {r['torch']}, "
           f"{r['dtype']}, {r['threads']} CPU thread(s)")
     for name, n in r["parameters"].items():
         print(f"  parameters  {name:<15} {n / 1e6:8.2f} M")

@@ -7,7 +7,7 @@ of two stages are two sets, not one: the plot says so.
 
     python scripts/loss_curve_stages.py docs/training/log_small_stage1.jsonl:64 \
         docs/training/log_small_stage2.jsonl:256 docs/training/log_small_stage3.jsonl:256 \
-        docs/training/log_small_stage4.jsonl:256 \
+        docs/training/log_small_stage4.jsonl:256 docs/training/log_small_stage5.jsonl:256 \
         -o docs/training/loss_curve_small.png
 """
 from __future__ import annotations

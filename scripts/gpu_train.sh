@@ -38,7 +38,9 @@ if [ -x "$repo/.carry/flite/usr/bin/flite" ]; then          # an unpacked .deb f
         | grep -v "^WARNING" || true
 else                                                         # .carry/debs/*.deb
     set +u; source "$repo/scripts/device_setup.sh"; set -u
-    python3 -m pip install -q --no-index --find-links "$repo/.carry/wheels" av 2>&1 | grep -v "^WARNING" || true
+    if compgen -G "$repo/.carry/wheels/av-*.whl" >/dev/null; then   # PyAV, only where a wheel was carried
+        python3 -m pip install -q --no-index --find-links "$repo/.carry/wheels" av 2>&1 | grep -v "^WARNING" || true
+    fi
 fi
 if [ -z "${ENGINES:-}" ]; then
     if python3 -c "import espeakng_loader" 2>/dev/null; then ENGINES=flite,espeak; else ENGINES=flite; fi

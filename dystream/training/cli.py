@@ -78,8 +78,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           f"training-only options {', '.join(sorted(TRAINING_ONLY_OPTIONS))}); "
                           "--lookahead-ms (or --model-option self_lookahead_ms=MS / other_lookahead_ms=MS) "
                           "may lengthen the file's lookahead: the new lookahead frames start with zero "
-                          "weights, so training starts from the same function. The optimizer, schedule "
-                          "and EMA start afresh")
+                          "weights, so training starts from the same function; --model-option audio_layers=N "
+                          "may deepen its audio encoders (the new blocks start as identities). The optimizer, "
+                          "schedule and EMA start afresh")
     gen.add_argument("--export", default=None, metavar="PATH",
                      help=f"where to write the EMA weights (default RUN_DIR/{EXPORT_NAME})")
     gen.add_argument("--export-dtype", choices=("float16", "float32"), default="float16",

@@ -102,7 +102,8 @@ def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, st
     a_s = torch.randn(batch, enc_s.step_samples, device=device, dtype=torch_dtype) * 0.1
     a_o = torch.randn(batch, enc_o.step_samples, device=device, dtype=torch_dtype) * 0.1
     result = {
-        "preset": preset_name, "weights": weights, "device": str(device), "dtype": dtype, "threads": torch.get_num_threads(),
+        "preset": None if weights else preset_name, "weights": weights, "device": str(device), "dtype": dtype,
+        "threads": torch.get_num_threads(),
         "frames": frames, "steps": steps, "batch": batch, "parameters": counts,
         "torch": torch.__version__,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else

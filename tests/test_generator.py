@@ -254,9 +254,12 @@ def test_weights_round_trip(tmp_path, options):
     loaded = load_generator(path)
     assert loaded.cfg == model.cfg and loaded.weights_info == {"steps": 12}
     assert "config" in read_metadata(path)
+    # Loaded for CPU inference: float64 audio encoders, float32 elsewhere.
+    assert loaded.self_encoder.compute_dtype == loaded.other_encoder.compute_dtype == torch.float64
+    assert loaded.dtype == loaded.transformer.blocks[0].qkv.weight.dtype == loaded.head.out.weight.dtype == torch.float32
     audio = speech_like(8000, 4)
     assert np.array_equal(generate_motion(model, audio, None, anchor_frame()),
-                          generate_motion(loaded, audio, None, anchor_frame()))
+                          generate_motion(loaded.set_encoder_dtype(torch.float32), audio, None, anchor_frame()))
     with pytest.raises(DystreamError, match="not found"):
         load_generator(tmp_path / "missing.safetensors")
 

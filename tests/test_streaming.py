@@ -54,6 +54,29 @@ def test_streaming_equals_offline_for_any_chunking(lookaheads, options):
     assert worst <= 1e-5
 
 
+def test_the_bundled_weights_stream_as_offline_to_float32_precision_on_the_cpu():
+    """Trained weights amplify the float32 rounding by which a whole clip's encoder matmuls
+    and one frame's differ (~1e-5 in motion); load_generator runs the audio encoders in
+    float64 on the CPU, after which streaming matches offline to float32 precision."""
+    from dystream.generator.weights import load_generator
+
+    model = load_generator(None, "cpu")
+    assert model.self_encoder.compute_dtype == torch.float64
+    rng = np.random.default_rng(5)
+    frames = 100  # 4 s
+    self_audio, other_audio = speech_like(frames * SPF, 6), speech_like(frames * SPF, 7)
+    anchor = anchor_frame(2)
+    offline = generate_motion(model, self_audio, other_audio, anchor, seed=4)
+    session = StreamingSession(model, anchor, seed=4)
+    worst = 0.0
+    for sizes in _chunkings(len(self_audio), rng, 3):
+        session.reset()
+        out = _stream(session, self_audio, other_audio, sizes, sizes[::-1], rng)
+        assert [f.index for f in out] == list(range(frames))
+        worst = max(worst, float(np.abs(np.stack([f.motion for f in out]) - offline).max()))
+    assert worst <= 1e-6
+
+
 def test_a_frame_leaves_as_soon_as_its_audio_and_lookahead_arrive():
     model = tiny_generator(self_lookahead_ms=60, other_lookahead_ms=20)
     session = StreamingSession(model, anchor_frame())

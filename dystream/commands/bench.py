@@ -36,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     exact = sub.add_parser("streaming", help="streaming == offline: max motion difference over random chunkings")
     exact.add_argument("--preset", default="small", help="generator size preset (random weights) ...")
     exact.add_argument("--weights", help="... or trained weights (.safetensors)")
+    exact.add_argument("--encoder-dtype", choices=["float64", "float32"], default="float64",
+                       help="the audio encoders' dtype: float64 as CPU inference runs them (default), or "
+                            "float32 as a GPU does")
     exact.add_argument("--clips", type=int, default=3, help="random 'speech' clips")
     exact.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
     exact.add_argument("--chunkings", type=int, default=20,
@@ -76,6 +79,7 @@ def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, st
     from dystream.generator.graphs import graphs_enabled
     from dystream.generator.inference import Rollout
     from dystream.generator.model import Generator
+    from dystream.generator.weights import load_generator, prepare_for_inference
     from dystream.motion import REST
 
     if frames < 1:
@@ -89,12 +93,10 @@ def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, st
         torch.set_num_threads(threads)
     torch_dtype = getattr(torch, dtype)
     torch.manual_seed(0)
-    if weights:
-        from dystream.generator.weights import load_generator
-
-        model = load_generator(weights, device).to(dtype=torch_dtype).eval()
-    else:
-        model = Generator(preset(preset_name)).to(device=device, dtype=torch_dtype).eval()
+    # The model as inference runs it (float64 audio encoders on the CPU); another --dtype casts all of it.
+    model = load_generator(weights, device) if weights else prepare_for_inference(Generator(preset(preset_name)), device)
+    if torch_dtype != torch.float32:
+        model = model.to(dtype=torch_dtype)
     counts = model.parameter_counts()
     enc_s, enc_o = model.self_encoder, model.other_encoder
     anchors, seeds = np.repeat(REST[None], batch, axis=0), list(range(batch))
@@ -116,7 +118,7 @@ def bench_generator(preset_name="small", device="cpu", frames=500, warmup=50, st
         rollout = Rollout(model, REST, steps=steps, seed=0) if batch == 1 else \
             Rollout(model, anchors, steps=steps, seed=seeds)
         result["branches"] = rollout.plan.size
-        st_s, st_o = enc_s.initial_state(batch, device, torch_dtype), enc_o.initial_state(batch, device, torch_dtype)
+        st_s, st_o = enc_s.initial_state(batch, device), enc_o.initial_state(batch, device)
         for i in range(warmup + frames):
             _sync(device)
             c0 = time.thread_time()
@@ -182,8 +184,8 @@ def _bench_graphed(model, anchors, seeds, steps, a_s, a_o, frames, warmup, compa
     batch = a_s.shape[0]
     rollout = Rollout(model, anchors[0], steps=steps, seed=seeds[0]) if batch == 1 else \
         Rollout(model, anchors, steps=steps, seed=seeds)
-    st_s = enc_s.initial_state(batch, device, a_s.dtype)
-    st_o = enc_o.initial_state(batch, device, a_o.dtype)
+    st_s = enc_s.initial_state(batch, device)
+    st_o = enc_o.initial_state(batch, device)
     g = torch.Generator(device=device).manual_seed(1)
     worst = 0.0
     for _ in range(compare_frames):
@@ -296,10 +298,12 @@ def run_streaming(args) -> int:
 
     torch.set_num_threads(1)
     model = load_generator(args.weights) if args.weights else _active_random_generator(args.preset)
+    model.set_encoder_dtype(getattr(torch, args.encoder_dtype))
     source = args.weights or f"preset {args.preset}, random weights"
     rng = np.random.default_rng(0)
     n = int(args.seconds * 16000)
-    print(f"streaming == offline ({source}), CPU float32, {args.clips} clips x {args.seconds:g} s, "
+    print(f"streaming == offline ({source}), CPU float32, audio encoders {args.encoder_dtype}, "
+          f"{args.clips} clips x {args.seconds:g} s, "
           f"{args.chunkings} chunkings each (1-sample chunks over 1 s, one single chunk, random sizes)")
     worst = 0.0
     for clip in range(args.clips):

@@ -217,12 +217,14 @@ class CausalAudioEncoder(nn.Module):
         ``augment``: training-only keyword arguments of the log-mel front end (``warp``,
         ``eq``, ``channel``; see ``LogMel.forward``). ``stats_frames``: the audio starts that
         many frames earlier, audio that only feeds the running mean (``mean_norm_seconds``;
-        without it those frames are skipped)."""
+        without it those frames are skipped). Computed in the encoder's own dtype
+        (``compute_dtype``); the features come back in the audio's."""
         need = self.samples_needed(num_frames, stats_frames)
         if audio.shape[1] < need:
             raise ValueError(f"audio encoder needs {need} samples for {num_frames} frames"
                              f"{f' after {stats_frames} statistics frames' if stats_frames else ''}, "
                              f"got {audio.shape[1]}")
+        out_dtype, audio = audio.dtype, audio.to(self.compute_dtype)
         if self.running_mean is None:
             windows = self._windows(audio[:, stats_frames * self.cfg.samples_per_frame:], num_frames, 0, augment)
         else:
@@ -232,15 +234,22 @@ class CausalAudioEncoder(nn.Module):
             x = block(x)
             if i + 1 == self.cfg.front_pool_depth:
                 x = self._pool(x)
-        return self.out_norm(x)
+        return self.out_norm(x).to(out_dtype)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the encoder computes and keeps its streaming state in: its weights'.
+        (Inference on the CPU runs the encoders in float64, ``Generator.set_encoder_dtype``:
+        float32 matmuls round differently for a whole clip and for one frame.)"""
+        return self.front.weight.dtype
 
     # -- incremental ------------------------------------------------------
-    def initial_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
-        """Per block its conv history, then (running mean only) the mean's sums N and D in
-        float32; all zeros at a stream's start."""
+    def initial_state(self, batch: int, device=None) -> list[torch.Tensor]:
+        """Per block its conv history (in ``compute_dtype``), then (running mean only) the
+        mean's sums N and D in float32; all zeros at a stream's start."""
         k, depth = self.cfg.audio_kernel - 1, self.cfg.front_pool_depth
         state = [torch.zeros(batch * (self.versions if i < depth else 1), k, self.cfg.audio_width,
-                             device=device, dtype=dtype) for i in range(len(self.blocks))]
+                             device=device, dtype=self.compute_dtype) for i in range(len(self.blocks))]
         if self.running_mean is not None:
             state += [torch.zeros((batch,) + tuple(self.running_mean.prior.shape), device=device),
                       torch.zeros(batch, 1, device=device)]
@@ -252,8 +261,9 @@ class CausalAudioEncoder(nn.Module):
         return self.samples_needed(1)
 
     def step(self, audio_slice: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features of one frame from its ``step_samples`` samples -> ([B, 1, H], new state)."""
-        windows = self._windows(audio_slice, 1)
+        """Features of one frame from its ``step_samples`` samples -> ([B, 1, H] in the audio's
+        dtype, new state)."""
+        windows = self._windows(audio_slice.to(self.compute_dtype), 1)
         blocks = len(self.blocks)
         new_state = []
         if self.running_mean is not None:
@@ -266,4 +276,4 @@ class CausalAudioEncoder(nn.Module):
                 x = self._pool(x)
         if self.running_mean is not None:
             new_state += list(stats)
-        return self.out_norm(x), new_state
+        return self.out_norm(x).to(audio_slice.dtype), new_state

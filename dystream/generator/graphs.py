@@ -55,8 +55,8 @@ class FrameStep:
         enc_s, enc_o = model.self_encoder, model.other_encoder
         self.self_audio = torch.zeros(b, enc_s.step_samples, device=device, dtype=dtype)
         self.other_audio = torch.zeros(b, enc_o.step_samples, device=device, dtype=dtype)
-        self.self_state = enc_s.initial_state(b, device, dtype)
-        self.other_state = enc_o.initial_state(b, device, dtype)
+        self.self_state = enc_s.initial_state(b, device)
+        self.other_state = enc_o.initial_state(b, device)
         self.frame = torch.zeros(1, dtype=torch.int64, device=device)
         self.previous = r.anchor[:, None].clone()  # [B, 1, D] normalised
         self.motion = torch.zeros(b, model.cfg.motion_dim, device=device, dtype=dtype)

@@ -109,8 +109,7 @@ class Rollout:
         if steps < 1:
             raise InputError(f"steps must be >= 1, got {steps}")
         self.model, self.steps = model, int(steps)
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        self.device, self.dtype = model.device, model.dtype
         self.plan = plan_guidance(guidance, pose_guidance)
         self.keep_self, self.keep_other, self.keep_anchor = self.plan.keep_masks(self.device)
         # [n], or [n, D] when the pose channels have their own coefficients.

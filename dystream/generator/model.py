@@ -118,6 +118,25 @@ class Generator(nn.Module):
         """The model's units -> raw motion (inverse of ``to_model``)."""
         return self.denormalise(x) + self.pose_shift(anchor)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the transformer and head live (the audio encoders may differ in dtype)."""
+        return self.null_anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the transformer and head, which the rollout computes in."""
+        return self.null_anchor.dtype
+
+    def set_encoder_dtype(self, dtype: torch.dtype) -> Generator:
+        """Run both audio encoders in ``dtype`` (weights and streaming state); they still take
+        and return the caller's dtype. float64 on the CPU makes the streaming path (one frame
+        per call) equal the offline one (a whole clip per call): in float32 their matmuls
+        round differently, which the trained rollout amplifies to ~1e-5 in motion."""
+        self.self_encoder.to(dtype)
+        self.other_encoder.to(dtype)
+        return self
+
     def widen_lookahead(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A state dict of this model with a shorter lookahead on either stream -> one that
         loads into this model and computes the same function (the new lookahead frames

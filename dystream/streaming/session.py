@@ -41,7 +41,7 @@ class _StreamInput:
         # buffer[0] is timeline sample `self.start`; frame f's slice starts at f*spf - front_left.
         self.start = first_frame * self.spf - self.front_left
         self.buffer = np.zeros(self.front_left, dtype=np.float32)
-        self.state = self.encoder.initial_state(1, self.device, self.dtype)
+        self.state = self.encoder.initial_state(1, self.device)
         self.next_frame = first_frame
         # (features of a frame, encoder state before it): the state lets clear() roll back.
         self.ready: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
@@ -101,8 +101,7 @@ class StreamingSession:
             self.render_offset = (np.asarray(anchor, np.float32), np.asarray(photo_motion, np.float32))
         self.model = model.eval()
         self.cfg = model.cfg
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        self.device, self.dtype = model.device, model.dtype
         self.autoencoder, self.appearance = autoencoder, appearance
         with torch.inference_mode():
             self.rollout = Rollout(model, anchor, steps=steps, seed=seed, guidance=guidance,

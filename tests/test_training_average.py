@@ -24,7 +24,7 @@ def _two_files(tmp_path, **options):
 
 def test_the_average_is_the_weighted_mean_of_every_tensor(tmp_path):
     pa, pb = _two_files(tmp_path)
-    a, b = load_generator(pa).state_dict(), load_generator(pb).state_dict()
+    a, b = (load_generator(p).set_encoder_dtype(torch.float32).state_dict() for p in (pa, pb))
     assert any(not torch.equal(a[k], b[k]) for k in a)         # two different models
     model, info = average_generators([pa, pb], [1.0, 3.0])
     for name, tensor in model.state_dict().items():
@@ -41,6 +41,9 @@ def test_the_command_writes_loadable_weights_with_a_record(tmp_path, capsys):
     out = tmp_path / "mean.safetensors"
     assert main(["train", "average", str(pa), str(pb), "-o", str(out), "--dtype", "float32"]) == 0
     assert "a.safetensors x 0.5" in capsys.readouterr().out
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(out)).values()} == {torch.float32}  # as asked, encoders too
     model = load_generator(out)
     expected, _ = average_generators([pa, pb])
     for name, tensor in model.state_dict().items():

@@ -46,11 +46,11 @@ def read_metadata(path) -> dict:
 
 
 def prepare_for_inference(model: Generator, device="cpu") -> Generator:
-    """``model`` on ``device`` in eval mode, float32, with its audio encoders in float64 on the
+    """``model`` (float32) on ``device`` in eval mode, with its audio encoders in float64 on the
     CPU: a streaming session (one frame per encoder call) then computes the same motion as
     the offline path (a whole clip per call) bit for bit, where float32 matmuls of the two
-    shapes round differently (~1e-5 in motion with trained weights); it costs ~0.1 ms per
-    encoder step. GPUs keep float32 encoders (the CUDA-graph step is float32 throughout)."""
+    shapes round differently (~1e-5 in motion with trained weights); it costs 0.3-0.6 ms per
+    frame for both encoders. GPUs keep float32 encoders (the CUDA-graph step is float32)."""
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":
         model.set_encoder_dtype(torch.float64)

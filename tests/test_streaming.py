@@ -31,6 +31,21 @@ def _stream(session, self_audio, other_audio, self_sizes, other_sizes, rng):
     return feed_interleaved(session, self_audio, other_audio, self_sizes, other_sizes, rng)
 
 
+def _worst_streaming_difference(model, self_audio, other_audio, anchor, seed, rng, chunkings) -> float:
+    """Max |streaming - offline| of motion over ``chunkings`` chunkings of both streams (each
+    run emits every frame, in order)."""
+    offline = generate_motion(model, self_audio, other_audio, anchor, seed=seed)
+    session = StreamingSession(model, anchor, seed=seed)
+    worst = 0.0
+    for sizes in _chunkings(len(self_audio), rng, chunkings):
+        session.reset()
+        other_sizes = next(_chunkings(len(other_audio), rng, 3)) if len(sizes) == 1 else sizes[::-1]
+        out = _stream(session, self_audio, other_audio, sizes, other_sizes, rng)
+        assert [f.index for f in out] == list(range(len(offline)))
+        worst = max(worst, float(np.abs(np.stack([f.motion for f in out]) - offline).max()))
+    return worst
+
+
 @pytest.mark.parametrize("lookaheads, options", [((60, 60), {}), ((0, 120), {}), ((60, 60), {"pose_relative": True}),
                                                   ((60, 60), {"front_warps": (0.8, 1.0, 1.25)}),
                                                   ((60, 60), {"front_warps": (0.8, 1.0, 1.25), "front_pool_depth": 1}),
@@ -41,17 +56,7 @@ def test_streaming_equals_offline_for_any_chunking(lookaheads, options):
     rng = np.random.default_rng(0)
     frames = 75  # 3 s
     self_audio, other_audio = speech_like(frames * SPF, 1), speech_like(frames * SPF, 2)
-    anchor = anchor_frame(3)
-    offline = generate_motion(model, self_audio, other_audio, anchor, seed=11)
-    session = StreamingSession(model, anchor, seed=11)
-    worst = 0.0
-    for sizes in _chunkings(len(self_audio), rng, 5):
-        session.reset()
-        other_sizes = next(_chunkings(len(other_audio), rng, 3)) if len(sizes) == 1 else sizes[::-1]
-        out = _stream(session, self_audio, other_audio, sizes, other_sizes, rng)
-        assert [f.index for f in out] == list(range(frames))
-        worst = max(worst, float(np.abs(np.stack([f.motion for f in out]) - offline).max()))
-    assert worst <= 1e-5
+    assert _worst_streaming_difference(model, self_audio, other_audio, anchor_frame(3), 11, rng, 5) <= 1e-5
 
 
 def test_the_bundled_weights_stream_as_offline_to_float32_precision_on_the_cpu():
@@ -65,16 +70,7 @@ def test_the_bundled_weights_stream_as_offline_to_float32_precision_on_the_cpu()
     rng = np.random.default_rng(5)
     frames = 100  # 4 s
     self_audio, other_audio = speech_like(frames * SPF, 6), speech_like(frames * SPF, 7)
-    anchor = anchor_frame(2)
-    offline = generate_motion(model, self_audio, other_audio, anchor, seed=4)
-    session = StreamingSession(model, anchor, seed=4)
-    worst = 0.0
-    for sizes in _chunkings(len(self_audio), rng, 3):
-        session.reset()
-        out = _stream(session, self_audio, other_audio, sizes, sizes[::-1], rng)
-        assert [f.index for f in out] == list(range(frames))
-        worst = max(worst, float(np.abs(np.stack([f.motion for f in out]) - offline).max()))
-    assert worst <= 1e-6
+    assert _worst_streaming_difference(model, self_audio, other_audio, anchor_frame(2), 4, rng, 3) <= 1e-6
 
 
 def test_a_frame_leaves_as_soon_as_its_audio_and_lookahead_arrive():

@@ -67,3 +67,24 @@ def test_bad_averages_are_clear_errors(tmp_path, capsys):
     out = tmp_path / "never.safetensors"
     assert main(["train", "average", str(pa), str(tmp_path / "missing.safetensors"), "-o", str(out)]) == 2
     assert "not found" in capsys.readouterr().err and not out.exists()
+
+
+def test_modules_average_only_those_modules_and_keep_the_first_files_other_tensors(tmp_path, capsys):
+    pa, pb = _two_files(tmp_path)
+    a, b = (load_generator(p).set_encoder_dtype(torch.float32).state_dict() for p in (pa, pb))
+    model, info = average_generators([pa, pb], modules=["self_encoder", "other_encoder"])
+    averaged = kept = 0
+    for name, tensor in model.state_dict().items():
+        if name.split(".")[0] in ("self_encoder", "other_encoder"):
+            assert torch.allclose(tensor, (a[name] + b[name]) / 2, atol=1e-6), name
+            averaged += not torch.equal(a[name], b[name])
+        else:
+            assert torch.equal(tensor, a[name]), name
+            kept += not torch.equal(a[name], b[name])
+    assert averaged > 0 and kept > 0                            # both kinds were really different
+    assert info["averaged_modules"] == ["other_encoder", "self_encoder"]
+    out = tmp_path / "enc.safetensors"
+    assert main(["train", "average", str(pa), str(pb), "-o", str(out), "--modules", "self_encoder"]) == 0
+    assert "--modules self_encoder" in json.loads(read_metadata(out)["info"])["command"]
+    with pytest.raises(InputError, match="not a module.*choose from.*transformer"):
+        average_generators([pa, pb], modules=["self_encoders"])

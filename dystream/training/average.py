@@ -31,15 +31,21 @@ def configure(what: argparse._SubParsersAction) -> None:
     avg.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the averaged weights")
     avg.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
                      help="one positive weight per input, normalised to sum 1 (default: equal weights)")
+    avg.add_argument("--modules", nargs="+", default=None, metavar="NAME",
+                     help="average only these top-level modules of the generator (e.g. self_encoder "
+                          "other_encoder); every other tensor is the first file's (default: all)")
     avg.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                      help="dtype of the written weights (default float16, as `train generator` exports)")
     avg.set_defaults(func=run)
 
 
-def average_generators(paths: list[str | Path], weights: list[float] | None = None):
+def average_generators(paths: list[str | Path], weights: list[float] | None = None,
+                       modules: list[str] | None = None):
     """(model, info): a Generator holding the weighted mean of the files' tensors, and
-    the record of what was averaged. Raises InputError for fewer than two files, bad
-    weights or files whose configs or tensors differ in kind."""
+    the record of what was averaged. With ``modules``, only the tensors of those top-level
+    modules (``self_encoder``, ``transformer``, ...) are averaged and the rest are the
+    first file's. Raises InputError for fewer than two files, bad weights, unknown
+    modules or files whose configs or tensors differ in kind."""
     from dystream.generator.weights import load_generator
 
     paths = [Path(p) for p in paths]
@@ -63,9 +69,17 @@ def average_generators(paths: list[str | Path], weights: list[float] | None = No
             raise InputError(f"{path} has another configuration than {paths[0]} (fields {', '.join(fields)}): "
                              "only weights of the same architecture and options can be averaged")
     states = [m.state_dict() for m in models]
+    if modules is not None:
+        known = sorted({name.split(".")[0] for name in states[0]})
+        unknown = [m for m in modules if m not in known]
+        if unknown or not modules:
+            raise InputError(f"--modules {' '.join(unknown) or '(none)'}: not a module of the generator; "
+                             f"choose from {', '.join(known)}")
     mean = {}
     for name, tensor in states[0].items():
-        if tensor.is_floating_point():
+        if modules is not None and name.split(".")[0] not in modules:
+            mean[name] = tensor                         # the first file's
+        elif tensor.is_floating_point():
             mean[name] = sum(w * s[name].double() for w, s in zip(weights, states)).to(tensor.dtype)
         else:
             if any(not torch.equal(s[name], tensor) for s in states[1:]):
@@ -79,16 +93,20 @@ def average_generators(paths: list[str | Path], weights: list[float] | None = No
                         "init_weights": Path(info["init_weights"]).name if info.get("init_weights") else None,
                         "command": info.get("command")})
     info = {"preset": first.weights_info.get("preset", "small"), "averaged_from": sources}
+    if modules is not None:
+        info["averaged_modules"] = sorted(modules)
     return first, info
 
 
 def run(args: argparse.Namespace) -> int:
     from dystream.generator.weights import save_weights
 
-    model, info = average_generators(args.inputs, args.weights)
+    model, info = average_generators(args.inputs, args.weights, args.modules)
     words = ["dystream", "train", "average", *args.inputs, "-o", args.output]
     if args.weights:
         words += ["--weights", *(str(w) for w in args.weights)]
+    if args.modules:
+        words += ["--modules", *args.modules]
     if args.dtype != "float16":
         words += ["--dtype", args.dtype]
     info["command"] = " ".join(shlex.quote(w) for w in words)

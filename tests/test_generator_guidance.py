@@ -214,7 +214,7 @@ def test_default_plan_and_command_line_parsing(model, clip):
     default = plan_guidance()
     assert default == plan_guidance(pose_guidance=DEFAULT_POSE_GUIDANCE)
     assert default.branches == ("none", "self", "other", "all")  # no extra branch: same cost per frame
-    assert default.weights == (0.0, 0.5, 0.5, 1.0) and default.pose_weights == (0.0, 0.0, 0.4, 0.75)
+    assert default.weights == (0.0, 0.5, 0.5, 1.0) and default.pose_weights == (0.0, 0.0, 0.7, 0.75)
     # Guidance of one's own without a pose guidance guides the pose alike, as it always did.
     for weights in ({"self": 1.0, "other": 0.0, "all": 0.5}, {"self": 0, "other": 0}, {"all": 0.0}):
         assert plan_guidance(weights).pose_weights is None
@@ -244,9 +244,9 @@ def test_command_line_guidance_keeps_the_default_pose_guidance(model, clip):
     assert command_line_guidance(None, None) == (None, None)
     guidance, pose = command_line_guidance('{"self": 1.5}', None)
     assert guidance == {"self": 1.5} and pose == DEFAULT_POSE_GUIDANCE
-    # The expression takes the new weight, the pose the default's (self 0, other 0.4, all 0.75).
+    # The expression takes the new weight, the pose the default's (self 0, other 0.7, all 0.75).
     plan = plan_guidance(guidance, pose)
-    assert plan.weights == (0.0, 1.5, 0.5, 1.0) and plan.pose_weights == (0.0, 0.0, 0.4, 0.75)
+    assert plan.weights == (0.0, 1.5, 0.5, 1.0) and plan.pose_weights == (0.0, 0.0, 0.7, 0.75)
     assert command_line_guidance('{"self": 1.5}', "1") == ({"self": 1.5}, 1.0)
     a, b, anchor = clip
     crisp = generate_motion(model, a, b, anchor, seed=2, steps=2, guidance=guidance, pose_guidance=pose)

@@ -23,10 +23,11 @@ DEFAULT_GUIDANCE: dict[str, float] = {"self": 0.5, "other": 0.5, "anchor": 0.0, 
 # head away from the anchor over minutes), a partner-audio term (it drives the
 # listening nods) and "all" at 0.75; the same 4 branches run. Applies where the
 # guidance above is the default too (guidance of one's own guides the pose alike
-# unless a pose guidance is given). The partner-audio weight (0.4) was chosen on the
-# synthetic val split with the bundled weights (docs/generator.md, "Pose guidance");
-# other weights may want another.
-DEFAULT_POSE_GUIDANCE: float | dict[str, float] = {"self": 0.0, "other": 0.4, "all": 0.75}
+# unless a pose guidance is given). The partner-audio weight (0.7) was chosen on the
+# synthetic val split's listening nods with the bundled weights (docs/generator.md,
+# "Pose guidance" and "Weight averages of continuations"); other weights may want
+# another (stages 4 and 5 used 0.4).
+DEFAULT_POSE_GUIDANCE: float | dict[str, float] = {"self": 0.0, "other": 0.7, "all": 0.75}
 MAX_LOOKAHEAD_MS = 120
 # Classes of the training-only phone probe (``phone_weight``): the 39 ARPAbet phones of
 # the data engine's labels and silence ("pau"), in the order of

@@ -257,6 +257,8 @@ def test_weights_round_trip(tmp_path, options):
     # Loaded for CPU inference: float64 audio encoders, float32 elsewhere.
     assert loaded.self_encoder.compute_dtype == loaded.other_encoder.compute_dtype == torch.float64
     assert loaded.dtype == loaded.transformer.blocks[0].qkv.weight.dtype == loaded.head.out.weight.dtype == torch.float32
+    # Loaded as training holds it: float32 throughout.
+    assert load_generator(path, inference=False).self_encoder.compute_dtype == torch.float32
     audio = speech_like(8000, 4)
     assert np.array_equal(generate_motion(model, audio, None, anchor_frame()),
                           generate_motion(loaded.set_encoder_dtype(torch.float32), audio, None, anchor_frame()))

@@ -24,7 +24,7 @@ def _two_files(tmp_path, **options):
 
 def test_the_average_is_the_weighted_mean_of_every_tensor(tmp_path):
     pa, pb = _two_files(tmp_path)
-    a, b = (load_generator(p).set_encoder_dtype(torch.float32).state_dict() for p in (pa, pb))
+    a, b = (load_generator(p, inference=False).state_dict() for p in (pa, pb))
     assert any(not torch.equal(a[k], b[k]) for k in a)         # two different models
     model, info = average_generators([pa, pb], [1.0, 3.0])
     for name, tensor in model.state_dict().items():
@@ -71,7 +71,7 @@ def test_bad_averages_are_clear_errors(tmp_path, capsys):
 
 def test_modules_average_only_those_modules_and_keep_the_first_files_other_tensors(tmp_path, capsys):
     pa, pb = _two_files(tmp_path)
-    a, b = (load_generator(p).set_encoder_dtype(torch.float32).state_dict() for p in (pa, pb))
+    a, b = (load_generator(p, inference=False).state_dict() for p in (pa, pb))
     model, info = average_generators([pa, pb], modules=["self_encoder", "other_encoder"])
     averaged = kept = 0
     for name, tensor in model.state_dict().items():

@@ -177,7 +177,7 @@ def test_cli_deepens_the_audio_encoders_of_initial_weights(dataset, tmp_path, ca
     layers = source.cfg.audio_layers
     assert cli_main([*common, "--lr", "1e-9", "-o", str(tmp_path / "deep"),
                      "--model-option", f"audio_layers={layers + 2}"]) == 0
-    deep = load_generator(tmp_path / "deep" / "generator_ema.safetensors").set_encoder_dtype(torch.float32)
+    deep = load_generator(tmp_path / "deep" / "generator_ema.safetensors", inference=False)
     assert deep.cfg == replace(source.cfg, audio_layers=layers + 2)
     for encoder, trained in ((deep.self_encoder, source.self_encoder), (deep.other_encoder, source.other_encoder)):
         torch.testing.assert_close(encoder.blocks[layers - 1].mlp[2].weight, trained.blocks[layers - 1].mlp[2].weight,
@@ -201,7 +201,7 @@ def test_cli_adds_a_running_mean_to_initial_weights_and_calibrates_its_prior(dat
                      "--export-dtype", "float32", "--init-weights", str(weights), "--lr", "1e-9", "--max-steps", "1",
                      "--model-option", "mean_norm_seconds=1.0", "--model-option", "mean_norm_context_seconds=0.4",
                      "-o", str(run_dir)]) == 0
-    tuned = load_generator(run_dir / "generator_ema.safetensors").set_encoder_dtype(torch.float32)
+    tuned = load_generator(run_dir / "generator_ema.safetensors", inference=False)
     assert tuned.cfg.mean_norm_seconds == 1.0 and tuned.cfg.mean_norm_context_frames == 10
     assert source.self_encoder.running_mean is None
     # lr 1e-9: everything but the new prior is (to 1e-5) the file's.

@@ -57,9 +57,10 @@ def prepare_for_inference(model: Generator, device="cpu") -> Generator:
     return model
 
 
-def load_generator(path=None, device="cpu") -> Generator:
+def load_generator(path=None, device="cpu", inference: bool = True) -> Generator:
     """A Generator ready for inference on ``device`` (``prepare_for_inference``: eval mode,
-    float32, float64 audio encoders on the CPU), from a file written by save_weights."""
+    float32, float64 audio encoders on the CPU), from a file written by save_weights.
+    ``inference=False``: float32 throughout, as training holds it (initial weights, averages)."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.exists():
         if path == DEFAULT_WEIGHTS:
@@ -82,4 +83,4 @@ def load_generator(path=None, device="cpu") -> Generator:
     if missing or unexpected:
         raise InputError(f"{path} does not match the generator (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.weights_info = json.loads(meta.get("info", "{}"))
-    return prepare_for_inference(model, device)
+    return prepare_for_inference(model, device) if inference else model.to(device).eval()

@@ -60,7 +60,7 @@ def average_generators(paths: list[str | Path], weights: list[float] | None = No
     total = float(sum(weights))
     weights = [w / total for w in weights]
 
-    models = [load_generator(p).set_encoder_dtype(torch.float32) for p in paths]  # float32 throughout, as trained
+    models = [load_generator(p, inference=False) for p in paths]  # float32 throughout, as trained
     first = models[0]
     for path, model in zip(paths[1:], models[1:]):
         if model.cfg != first.cfg:

@@ -133,7 +133,7 @@ def initial_weights(path: str | Path) -> tuple[str, dict[str, str], dict[str, to
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--init-weights {path}: no such file")
-    model = load_generator(path).set_encoder_dtype(torch.float32)  # as trained; a clear error for a foreign file
+    model = load_generator(path, inference=False)      # float32, as trained; a clear error for a foreign file
     info = model.weights_info
     preset_name = info.get("preset") if info.get("preset") in PRESETS else "small"
     base = dataclasses.asdict(PRESETS[preset_name])

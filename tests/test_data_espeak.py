@@ -88,3 +88,41 @@ def test_every_espeak_voice_of_the_splits_speaks():
         for voice in voices:
             utterances = espeak.synthesize(voice.split(":", 1)[1], ["Good morning to you."])
             assert len(utterances) == 1 and utterances[0].audio.size > 0, voice
+
+
+@pytest.mark.tts
+@needs_espeak
+def test_espeak_speaks_a_sentence_alike_whatever_it_spoke_before():
+    # the engine carries state from sentence to sentence (a clock-seeded noise generator,
+    # the pitch flutter's phase): each request must start from the engine as started
+    import hashlib
+    import json
+
+    from dystream.data.tts import synthesize
+
+    sentence = "She sells sea shells by the sea shore, I think."
+    # plain, breathy (noise), klatt (noise) voices
+    voices = ["espeak:en-us+m1", "espeak:en-gb-x-rp+f3", "espeak:en-us+edward"]
+
+    def digest(utterance):
+        labels = json.dumps([utterance.phones, utterance.words]).encode()
+        return hashlib.sha256(utterance.audio.tobytes() + labels).hexdigest()
+
+    here = []
+    for voice in voices:
+        first = digest(synthesize(voice, [sentence])[0])
+        synthesize(voice, ["Something else entirely, and then some more.", "yeah"], speed=1.1)
+        synthesize("espeak:en-029+m7", ["Another voice in between."])
+        assert digest(synthesize(voice, [sentence])[0]) == first, voice
+        here.append(first)
+    code = (
+        "import hashlib, json, sys\n"
+        "from dystream.data.tts import synthesize\n"
+        f"for voice in {voices!r}:\n"
+        f"    u = synthesize(voice, [{sentence!r}])[0]\n"
+        "    labels = json.dumps([u.phones, u.words]).encode()\n"
+        "    print(hashlib.sha256(u.audio.tobytes() + labels).hexdigest())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == here  # and alike in a fresh process

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -60,6 +62,26 @@ def test_output_is_the_same_whatever_the_worker_count(dataset, tmp_path, workers
         np.testing.assert_array_equal(a[conv_id][0], b[conv_id][0])
         np.testing.assert_array_equal(a[conv_id][1], b[conv_id][1])
         assert a[conv_id][2] == b[conv_id][2]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
+                    reason="espeak-ng is not installed (pip install espeakng-loader)")
+def test_shard_files_are_byte_identical_whatever_the_worker_count(tmp_path):
+    # all three engines: seed 5 gives espeak-ng parties in every split (breathy rp+f3 in
+    # test, three with timbre in training), flite in training and test, Festival in val;
+    # 4 one-conversation shards: 2 workers make whole shards, 3 single conversations
+    settings = tiny_settings(seed=5, hours=0.01, engines=["flite", "espeak", "festival"])
+    digests = []
+    for workers in (1, 2, 3):
+        root = tmp_path / f"{workers}-workers"
+        manifest = synthesize_dataset(root, settings, workers=workers, progress=False)
+        assert manifest["last_run"]["shards_written"] == 4
+        digests.append({str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+                        for path in sorted(root.glob("*/shard-*.npz"))})
+        used = {v for path in root.glob("*/shard-*.npz") for c in read_shard_meta(path)["conversations"]
+                for v in c["voices"]}
+        assert {v.split(":", 1)[0] for v in used} == {"flite", "espeak", "festival"}
+    assert len(digests[0]) == 4 and digests[0] == digests[1] == digests[2]
 
 
 def test_another_seed_gives_other_conversations(dataset, tmp_path):

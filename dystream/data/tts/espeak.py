@@ -7,6 +7,19 @@ speaks each sentence with phoneme and word events switched on; the events give
 each phoneme's start (engine timing, not an even spread) and each word's start.
 The parent converts espeak's phoneme mnemonics to CMUdict ARPAbet, resamples to
 16 kHz and cuts each sentence around its speech.
+
+Determinism: the same request gives the same audio in every process, whatever
+the process spoke before. libespeak-ng keeps state from one sentence to the next
+that no call resets (its random generator, seeded with ``time(NULL)`` at start-up
+and drawn by breathy and klatt voices; the pitch flutter's phase, a static inside
+wavegen; resonator memories), so a sentence came out differently after other
+sentences, and differently in each run. The child therefore serves each request
+in a fork of itself as it was just after start-up (the fork's changes to the
+engine die with it), seeding the generator before each sentence from a CRC of
+voice, rate and text: a request's audio is a function of the request alone, as
+flite's is. (A fork per sentence would make each sentence independent of the
+others in its request too, but costs about 15 ms a sentence, several times the
+synthesis itself.)
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +68,12 @@ def to_arpabet(mnemonic: str) -> str:
         if candidate in _TO_ARPABET:
             return _TO_ARPABET[candidate]
     return _VOWEL_START.get(mnemonic[:1], "pau")
+
+
+def sentence_seed(voice: str, words_per_minute: int, sentence: str) -> int:
+    """The engine's random seed for one sentence: a CRC of the request (never Python's
+    salted ``hash``), so the same request gets the same noise in every process."""
+    return zlib.crc32(f"{voice}\n{words_per_minute}\n{sentence}".encode())
 
 
 def check_available() -> None:
@@ -161,6 +181,7 @@ def _child() -> int:
     lib = ctypes.CDLL(espeakng_loader.get_library_path())
     synchronous, phoneme_events = 2, 1
     lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     rate = lib.espeak_Initialize(synchronous, 0, espeakng_loader.get_data_path().encode(), phoneme_events)
     if rate <= 0:
         print("espeak-ng could not start", file=sys.stderr)
@@ -188,14 +209,16 @@ def _child() -> int:
 
     keep_alive = callback_type(on_audio)
     lib.espeak_SetSynthCallback(keep_alive)
-    for line in sys.stdin:
-        request = json.loads(line)
-        if lib.espeak_SetVoiceByName(request["voice"].encode()) != 0:
-            print(f"espeak-ng has no voice {request['voice']!r}", flush=True)
-            continue
-        lib.espeak_SetParameter(1, int(request["rate"]), 0)  # espeakRATE, absolute
+
+    def serve(request: dict) -> str:
+        """One request (in the fork): "ok" with audio and events in its output file, or an error."""
+        voice, words_per_minute = request["voice"], int(request["rate"])
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            return f"espeak-ng has no voice {voice!r}"
+        lib.espeak_SetParameter(1, words_per_minute, 0)  # espeakRATE, absolute
         arrays, meta = {}, []
         for i, sentence in enumerate(request["sentences"]):
+            lib.espeak_ng_SetRandSeed(sentence_seed(voice, words_per_minute, sentence))
             chunks.clear()
             current.clear()
             current.update({"phonemes": [], "words": [], "end_ms": 0})
@@ -208,7 +231,29 @@ def _child() -> int:
             meta.append(dict(current))
         arrays["meta"] = np.array(json.dumps({"sample_rate": rate, "sentences": meta}))
         np.savez(request["output"], **arrays)
-        print("ok", flush=True)
+        return "ok"
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        # served by a fork: this process never speaks, so every request starts from the
+        # engine as it was after start-up (see the module docstring)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            answer = "espeak-ng failed"
+            try:
+                os.close(read_end)
+                answer = serve(request)
+            except Exception as exc:  # reported to the parent, which raises it
+                answer = f"espeak-ng failed ({exc})"
+            finally:
+                os.write(write_end, answer.encode())
+                os._exit(0)  # no clean-up of this process's Python state in the copy
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            answer = pipe.read().decode()
+        os.waitpid(pid, 0)
+        print(answer or "espeak-ng failed", flush=True)
     lib.espeak_Terminate()
     return 0
 

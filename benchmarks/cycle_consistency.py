@@ -29,7 +29,7 @@ def dataset_motions(root: str, split: str, count: int, m0: np.ndarray, seed: int
     """``count`` frames drawn from a split's motion, pose re-centred on the photo's own.
 
     With ``retarget`` the expression is moved onto the photo as the demo does it
-    (dystream.generator.retarget): anchor = m0 clipped to the split's mean +/- 3 std,
+    (dystream.pipeline.retarget): anchor = m0 clipped to the split's mean +/- 3 std,
     rendered = m0 + (motion - anchor). Without it the split's expression is asked for
     as is, which for a photo far outside the data (the astronaut's broad smile) means
     taking its own expression away first."""
@@ -47,7 +47,7 @@ def dataset_motions(root: str, split: str, count: int, m0: np.ndarray, seed: int
         k = INDEX[name]
         picked[:, k] += m0[k] - np.median(pool[:, k])
     if retarget:
-        from dystream.generator.retarget import to_photo
+        from dystream.pipeline.retarget import to_photo
 
         expression = slice(0, NUM_EXPRESSION)
         mean, std = pool[:, expression].mean(axis=0), pool[:, expression].std(axis=0)

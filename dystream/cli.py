@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "animate": ("dystream.commands.animate", "render a motion file on a photo -> mp4"),
     "train": ("dystream.training.cli", "train the generator (alone or under torchrun)"),
     "evaluate": ("dystream.evaluation.cli", "measure lip-sync, listening and drift on a test split"),
-    "bench": ("dystream.commands.bench", "speed benchmarks (generator step, decoder, data engine)"),
+    "bench": ("dystream.commands.bench", "speed benchmark of the generator's frame step (benchmarks/ has the others)"),
 }
 
 

@@ -119,7 +119,7 @@ def test_bench_times_the_model_of_a_weights_file(tmp_path, capsys):
     from dystream.generator.model import Generator
     from dystream.generator.weights import save_weights
 
-    deeper = Generator(preset("small", audio_layers=6, self_lookahead_ms=80))
+    deeper = Generator(preset("small", audio_layers=10))
     save_weights(deeper, tmp_path / "deeper.safetensors", {"preset": "small"})
     assert main(["bench", "generator", "--weights", str(tmp_path / "deeper.safetensors"), "--frames", "5",
                  "--warmup", "1"]) == 0

@@ -8,17 +8,17 @@ import torch
 
 from dystream.cli import main
 from dystream.errors import InputError
-from dystream.generator.config import DEFAULT_POSE_GUIDANCE
-from dystream.generator.flow_head import euler_sample
-from dystream.generator.graphs import FrameStep
-from dystream.generator.guidance import GuidancePlan, parse_pose_guidance, plan_guidance
-from dystream.generator.inference import Rollout, generate_motion, generate_motion_batch
+from dystream.config import SAMPLES_PER_FRAME
+from dystream.generator.guidance import DEFAULT_POSE_GUIDANCE, GuidancePlan, parse_pose_guidance, plan_guidance
+from dystream.generator.offline import encode_clip, generate_motion, generate_motions
+from dystream.generator.sampling import FrameStep, Sampling
 from dystream.motion import MOTION_DIM, POSE_SLICE
 from dystream.streaming import StreamingSession
-from dystream.streaming.session import feed_interleaved
 
 from generator_helpers import single_thread  # noqa: F401  (autouse fixture)
-from generator_helpers import anchor_frame, speech_like, tiny_generator
+from generator_helpers import anchor_frame, feed_interleaved, speech_like, tiny_generator
+
+SPF = SAMPLES_PER_FRAME
 
 EXPRESSION = slice(0, POSE_SLICE.start)
 PAPER = {"self": 0.5, "other": 0.5, "all": 1.0}
@@ -32,42 +32,15 @@ def model():
 @pytest.fixture(scope="module")
 def clip():
     frames = 30
-    return speech_like(frames * 640, 1), speech_like(frames * 640, 2), anchor_frame(4)
+    return speech_like(frames * SPF, 1), speech_like(frames * SPF, 2), anchor_frame(4)
 
 
-class _OldRollout(Rollout):
-    """``Rollout.sample`` as it was before per-channel guidance (one [n] coefficient vector)."""
-
-    def sample(self, condition, noise):
-        model, n, b = self.model, self.plan.size, self.streams
-        cond, cond_mod = model.head.condition(condition)
-        out_shift, out_scale = model.head.output_terms(cond[None], self.time_emb[:, None])
-        weights = torch.tensor(self.plan._coefficients(self.plan.weights), dtype=self.dtype)
-
-        def denoise(x, i):
-            x0 = model.head.denoise(self.rows(x), cond_mod, self.time_mod[i], (out_shift[i], out_scale[i]))
-            if b == 1:
-                return (x0[0] if n == 1 else weights @ x0).view(1, -1)
-            if n == 1:
-                return x0
-            return weights @ x0.view(b, n, -1)
-
-        return euler_sample(denoise, noise, self.sigmas)
+def _sampling(steps=3, **options):
+    return Sampling(steps, options.get("guidance"), options.get("pose_guidance"))
 
 
-def _roll(rollout_class, model, anchors, seeds, audio, **options):
-    """Encode each stream's audio offline and roll the streams out together: [T, B, D]."""
-    from dystream.generator.inference import encode_clip
-
-    with torch.inference_mode():
-        feats = [encode_clip(model, a, b, len(a) // 640, "cpu") for a, b in audio]
-        rollout = rollout_class(model, anchors, steps=3, seed=seeds, **options)
-        out = []
-        for t in range(len(audio[0][0]) // 640):
-            f_s = torch.cat([f[0][:, t] for f in feats])
-            f_o = torch.cat([f[1][:, t] for f in feats])
-            out.append(rollout.step(f_s[:1] if rollout.single else f_s, f_o[:1] if rollout.single else f_o))
-        return torch.stack(out).numpy()
+def _motion(model, a, b, anchor, seed, steps=3, **options):
+    return generate_motion(model, a, b, anchor, seed=seed, sampling=_sampling(steps, **options))
 
 
 def test_plans_and_coefficients():
@@ -116,23 +89,24 @@ def test_combine_per_channel():
 
 
 def test_scale_one_reproduces_the_shared_guidance_exactly(model, clip):
+    """Pose guidance 1 (or the expression's own weights) is the paper's shared guidance: the same
+    plan, one [n] coefficient vector, and the same motion alone and in a batch."""
     a, b, anchor = clip
-    old = _roll(_OldRollout, model, anchor, 7, [(a, b)])
-    for pose_guidance in (1.0, 1, dict(PAPER)):
-        assert np.array_equal(_roll(Rollout, model, anchor, 7, [(a, b)], pose_guidance=pose_guidance), old)
-    assert np.array_equal(generate_motion(model, a, b, anchor, seed=7, steps=3, pose_guidance=1.0), old)
-    # The batched path (b > 1) too.
-    audio = [(a, b), (b, a)]
-    anchors = np.stack([anchor, anchor_frame(5)])
-    old_batch = _roll(_OldRollout, model, anchors, [7, 8], audio)
-    assert np.array_equal(_roll(Rollout, model, anchors, [7, 8], audio, pose_guidance=1.0), old_batch)
+    shared = plan_guidance(pose_guidance=1.0)
+    assert shared.pose_weights is None and shared.weight_tensor().shape == (shared.size,)
+    reference = _motion(model, a, b, anchor, 7, pose_guidance=1.0)
+    for pose_guidance in (1, dict(PAPER)):
+        assert plan_guidance(pose_guidance=pose_guidance) == shared
+        assert np.array_equal(_motion(model, a, b, anchor, 7, pose_guidance=pose_guidance), reference)
+    together = generate_motions(model, [(a, b, anchor, 7), (b, a, anchor_frame(5), 8)], sampling=_sampling(pose_guidance=1.0))
+    assert np.abs(together[0] - reference).max() <= 1e-5
 
 
 def test_scale_zero_pose_is_the_all_branch_and_expression_keeps_its_guidance(model, clip):
     # One sampler step of the first frame: the guided x0 itself (later steps and frames see the
     # changed pose in their input, so the expression differs from then on, as it should).
     a, b, anchor = clip
-    first = lambda **kw: generate_motion(model, a[:640], b[:640], anchor, seed=3, steps=1, **kw)[0]
+    first = lambda **kw: _motion(model, a[:SPF], b[:SPF], anchor, 3, steps=1, **kw)[0]
     shared = first(pose_guidance=1.0)
     only_all = first(guidance={"self": 0, "other": 0})
     for s in (0.0, 0.5):
@@ -142,46 +116,44 @@ def test_scale_zero_pose_is_the_all_branch_and_expression_keeps_its_guidance(mod
         assert np.abs(mixed[POSE_SLICE] - expected).max() <= 1e-6
     assert np.abs(shared[POSE_SLICE] - only_all[POSE_SLICE]).max() > 1e-4  # the test can see a change
     # Over a whole clip the pose changes and the rollout stays finite.
-    full = generate_motion(model, a, b, anchor, seed=3, steps=3, pose_guidance=0.0)
+    full = _motion(model, a, b, anchor, 3, pose_guidance=0.0)
     assert np.isfinite(full).all()
-    assert np.abs(full - generate_motion(model, a, b, anchor, seed=3, steps=3, pose_guidance=1.0)).max() > 1e-4
+    assert np.abs(full - _motion(model, a, b, anchor, 3, pose_guidance=1.0)).max() > 1e-4
 
 
 @pytest.mark.parametrize("pose_guidance", [0.25, {"self": 0}])
 def test_batch_frame_step_and_streaming_equal_offline(model, clip, pose_guidance):
     a, b, anchor = clip
-    offline = generate_motion(model, a, b, anchor, seed=11, pose_guidance=pose_guidance)
-    assert np.abs(offline - generate_motion(model, a, b, anchor, seed=11, pose_guidance=1.0)).max() > 1e-4
+    offline = _motion(model, a, b, anchor, 11, steps=5, pose_guidance=pose_guidance)
+    assert np.abs(offline - _motion(model, a, b, anchor, 11, steps=5, pose_guidance=1.0)).max() > 1e-4
     # Batched offline: each row as alone.
-    items = [(a, b, anchor, 11), (b[: 20 * 640], a, anchor_frame(9), 2)]
-    together = generate_motion_batch(model, items, pose_guidance=pose_guidance)
+    items = [(a, b, anchor, 11), (b[: 20 * SPF], a, anchor_frame(9), 2)]
+    together = generate_motions(model, items, sampling=_sampling(5, pose_guidance=pose_guidance))
     assert np.abs(together[0] - offline).max() <= 1e-5
-    alone = generate_motion(model, *items[1][:3], seed=2, pose_guidance=pose_guidance)
+    alone = _motion(model, *items[1][:3], 2, steps=5, pose_guidance=pose_guidance)
     assert np.abs(together[1] - alone).max() <= 1e-5
     # Streaming, in uneven chunks.
-    session = StreamingSession(model, anchor, seed=11, pose_guidance=pose_guidance)
+    session = StreamingSession(model, anchor, seed=11, sampling=_sampling(5, pose_guidance=pose_guidance))
     rng = np.random.default_rng(1)
     cuts = np.sort(rng.choice(np.arange(1, len(a)), 25, replace=False))
     sizes = np.diff(np.concatenate([[0], cuts, [len(a)]])).tolist()
     out = feed_interleaved(session, a, b, sizes, sizes[::-1], rng)
     assert [f.index for f in out] == list(range(len(offline)))
     assert np.abs(np.stack([f.motion for f in out]) - offline).max() <= 1e-5
-    # The device-tensor frame step (the CUDA-graph path, eager on CPU) against the rollout.
-    enc_s, enc_o = model.self_encoder, model.other_encoder
-    g = torch.Generator().manual_seed(2)
+    # The frame step fed audio slices (the CUDA-graph path, eager on CPU) against features of
+    # the whole clip.
+    frames = 12
     with torch.inference_mode():
-        step = FrameStep(model, [anchor], [11], steps=3, pose_guidance=pose_guidance)
-        rollout = Rollout(model, anchor, steps=3, seed=11, pose_guidance=pose_guidance)
-        st_s, st_o = enc_s.initial_state(1), enc_o.initial_state(1)
-        for _ in range(12):
-            s = 0.1 * torch.randn(1, enc_s.step_samples, generator=g)
-            o = 0.1 * torch.randn(1, enc_o.step_samples, generator=g)
-            step.self_audio.copy_(s)
-            step.other_audio.copy_(o)
-            f_s, st_s = enc_s.step(s, st_s)
-            f_o, st_o = enc_o.step(o, st_o)
-            expected = rollout.step(f_s[:, 0], f_o[:, 0])
-            assert float((step()[0] - expected).abs().max()) <= 1e-5
+        step = FrameStep(model, [anchor], [11], _sampling(3, pose_guidance=pose_guidance))
+        features = encode_clip(model, a, b, frames)
+        reference = FrameStep(model, [anchor], [11], _sampling(3, pose_guidance=pose_guidance))
+        front = model.cfg.front_left_samples
+        padded = [np.concatenate([np.zeros(front, np.float32), x, np.zeros(4 * SPF, np.float32)]) for x in (a, b)]
+        for t in range(frames):
+            for buffer, audio in zip(step.audio, padded):
+                buffer[0] = torch.from_numpy(audio[t * SPF: t * SPF + buffer.shape[1]])
+            expected = reference.sample(features[0][:, t], features[1][:, t])
+            assert float((step()[0] - expected[0]).abs().max()) <= 1e-5
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -195,11 +167,7 @@ def test_bad_pose_guidance_is_an_input_error(model, clip, bad, message):
         plan_guidance(None, bad)
     a, b, anchor = clip
     with pytest.raises(InputError, match=message):
-        generate_motion(model, a, b, anchor, pose_guidance=bad)
-    with pytest.raises(InputError, match=message):
-        generate_motion_batch(model, [(a, b, anchor, 0)], pose_guidance=bad)
-    with pytest.raises(InputError, match=message):
-        StreamingSession(model, anchor, pose_guidance=bad)
+        Sampling(pose_guidance=bad)
 
 
 def test_a_scale_below_one_needs_the_all_branch():
@@ -220,10 +188,9 @@ def test_default_plan_and_command_line_parsing(model, clip):
         assert plan_guidance(weights).pose_weights is None
     assert plan_guidance({"self": 0, "other": 0}).branches == ("all",)
     a, b, anchor = clip
-    offline = generate_motion(model, a, b, anchor, seed=2, steps=2)
-    assert np.array_equal(offline, generate_motion(model, a, b, anchor, seed=2, steps=2,
-                                                   pose_guidance=DEFAULT_POSE_GUIDANCE))
-    assert np.abs(offline - generate_motion(model, a, b, anchor, seed=2, steps=2, pose_guidance=1.0)).max() > 1e-4
+    offline = _motion(model, a, b, anchor, 2, steps=2)
+    assert np.array_equal(offline, _motion(model, a, b, anchor, 2, steps=2, pose_guidance=DEFAULT_POSE_GUIDANCE))
+    assert np.abs(offline - _motion(model, a, b, anchor, 2, steps=2, pose_guidance=1.0)).max() > 1e-4
     assert parse_pose_guidance(None) is None
     assert parse_pose_guidance("0.25") == 0.25
     assert parse_pose_guidance('{"self": 0}') == {"self": 0}
@@ -249,8 +216,8 @@ def test_command_line_guidance_keeps_the_default_pose_guidance(model, clip):
     assert plan.weights == (0.0, 1.5, 0.5, 1.0) and plan.pose_weights == (0.0, 0.0, 0.7, 0.75)
     assert command_line_guidance('{"self": 1.5}', "1") == ({"self": 1.5}, 1.0)
     a, b, anchor = clip
-    crisp = generate_motion(model, a, b, anchor, seed=2, steps=2, guidance=guidance, pose_guidance=pose)
-    default = generate_motion(model, a, b, anchor, seed=2, steps=2)
+    crisp = _motion(model, a, b, anchor, 2, steps=2, guidance=guidance, pose_guidance=pose)
+    default = _motion(model, a, b, anchor, 2, steps=2)
     assert np.abs(crisp[:, EXPRESSION] - default[:, EXPRESSION]).max() > 1e-4
 
 

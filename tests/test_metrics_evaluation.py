@@ -131,7 +131,7 @@ def test_cli_scores_a_generator_checkpoint(conversations, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert len(report["model"]["per_seed"]) == 2
     assert "model" in capsys.readouterr().out
-    from dystream.generator.config import DEFAULT_POSE_GUIDANCE
+    from dystream.generator.guidance import DEFAULT_POSE_GUIDANCE
 
     assert report["settings"]["pose_guidance"] == DEFAULT_POSE_GUIDANCE
     assert main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint", str(weights),

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from dystream import motion as M
-from dystream.generator.retarget import photo_anchor, to_photo
+from dystream.pipeline.retarget import photo_anchor, to_photo
 
 
 class _Stats(torch.nn.Module):

@@ -18,7 +18,7 @@ from dystream.training.checkpoint import load_checkpoint, save_checkpoint
 from dystream.training.dataset import (LAST_WEIGHTED_FRAMES, WindowBank, choose_anchor, load_conversations,
                                        motion_statistics)
 from dystream.training.trainer import Trainer, TrainOptions, ema_decay_at, lr_factor, plateaued, read_log
-from test_training_standin import StandInConfig, StandInGenerator, make_dataset
+from test_training_standin import TINY_OPTIONS, StandInConfig, StandInGenerator, make_dataset
 
 CPU = ddp.DistributedContext()
 
@@ -240,8 +240,8 @@ def test_batch_size_must_split_evenly_across_processes():
 
 
 def _cli(dataset, run_dir, *extra):
-    return cli_main(["train", "generator", "--data", str(dataset), "-o", str(run_dir),
-                     "--model-factory", "test_training_standin", "--device", "cpu", "--no-progress",
+    return cli_main(["train", "generator", "--data", str(dataset), "-o", str(run_dir), *TINY_OPTIONS,
+                     "--device", "cpu", "--no-progress",
                      "--batch-size", "4", "--warmup-steps", "2", "--val-batches", "1", "--log-every", "2", *extra])
 
 
@@ -250,18 +250,22 @@ def test_cli_trains_exports_and_plots(dataset, tmp_path):
 
     run_dir = tmp_path / "run"
     assert _cli(dataset, run_dir, "--max-steps", "6", "--val-every", "3", "--lookahead-ms", "20",
-                "--model-option", "hidden=8", "--anchor-strategy", "random") == 0
+                "--model-option", "head_width=8", "--recipe-option", "phone_weight=0",
+                "--anchor-strategy", "random") == 0
     assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "loss_curve.png").stat().st_size > 1000
     assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]
     with safe_open(run_dir / "generator_ema.safetensors", "pt") as f:
         meta = f.metadata()
-        exported = f.get_tensor("out.weight")
+        exported = f.get_tensor("head.out.weight")
+        assert not [k for k in f.keys() if "probe" in k]  # the recipe's auxiliary heads stay in training
     assert exported.shape == (MOTION_DIM, 8) and exported.dtype == torch.float16
     training = json.loads(meta["info"])
     assert training["steps"] == 6 and training["stopped_because"] == "max-steps"
-    assert training["data_dir"] == str(dataset.resolve()) and training["train_hours"] > 0
+    assert training["data"] == dataset.name and training["train_hours"] > 0  # no machine path in a record
+    assert training["recipe"]["phone_weight"] == 0 and training["recipe"]["future_frames"] == 8
     assert training["command"].startswith("dystream train generator --data ") and "cpu_process_seconds" in training
-    assert "--lookahead-ms 20" in training["command"] and "--model-option hidden=8" in training["command"]
+    assert "--lookahead-ms 20" in training["command"] and "--model-option head_width=8" in training["command"]
+    assert str(tmp_path) not in meta["info"]
     assert json.loads(meta["config"])["self_lookahead_ms"] == 20 == json.loads(meta["config"])["other_lookahead_ms"]
     assert training["export_dtype"] == "float16"
     assert abs(training["final_val_loss_export_dtype"] - training["final_val_loss_fp32"]) < 1e-2 * training["final_val_loss_fp32"]
@@ -294,6 +298,8 @@ def test_cli_bad_input_is_one_line_with_exit_2(dataset, tmp_path, capsys):
     assert "FIELD=VALUE" in capsys.readouterr().err
     assert _cli(dataset, tmp_path / "run", "--max-steps", "1", "--model-option", "no_such=1") == 2
     assert "no such field" in capsys.readouterr().err
+    assert _cli(dataset, tmp_path / "run", "--max-steps", "1", "--recipe-option", "dropout=1.5") == 2
+    assert "must be in [0, 1)" in capsys.readouterr().err
     assert _cli(dataset, tmp_path / "fresh", "--max-steps", "1", "--resume") == 2
     assert "no checkpoint" in capsys.readouterr().err
 

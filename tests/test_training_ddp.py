@@ -14,7 +14,7 @@ import torch
 from dystream.cli import main as cli_main
 from dystream.training.checkpoint import load_checkpoint
 from dystream.training.trainer import read_log
-from test_training_standin import make_dataset
+from test_training_standin import TINY_OPTIONS, make_dataset
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -27,8 +27,8 @@ def test_two_process_gloo_run_saves_from_rank_0_only_and_resumes_on_one(tmp_path
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
            "DYSTREAM_TEST_SAVE_LOG": str(save_log), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "dystream", "train", "generator", "--data", str(data), "-o", str(run_dir),
-               "--model-factory", "test_training_standin", "--device", "cpu", "--no-progress",
+               "-m", "test_training_standin", "train", "generator", "--data", str(data), "-o", str(run_dir),
+               *TINY_OPTIONS, "--device", "cpu", "--no-progress",
                "--batch-size", "4", "--max-steps", "6", "--warmup-steps", "2", "--log-every", "2",
                "--val-every", "3", "--val-batches", "1", "--ckpt-every", "3"]
     # Own process group: if the run hangs, the launcher and both workers are killed together.
@@ -59,8 +59,8 @@ def test_two_process_gloo_run_saves_from_rank_0_only_and_resumes_on_one(tmp_path
 
     # A checkpoint of 2 processes resumes on 1 (here in-process, no torchrun).
     sys.path.insert(0, str(TESTS_DIR))
-    assert cli_main(["train", "generator", "--data", str(data), "-o", str(run_dir), "--model-factory",
-                     "test_training_standin", "--device", "cpu", "--no-progress", "--batch-size", "4",
+    assert cli_main(["train", "generator", "--data", str(data), "-o", str(run_dir), *TINY_OPTIONS,
+                     "--device", "cpu", "--no-progress", "--batch-size", "4",
                      "--max-steps", "8", "--warmup-steps", "2", "--log-every", "2", "--val-every", "3",
                      "--val-batches", "1", "--resume"]) == 0
     assert load_checkpoint(run_dir)["step"] == 8 and load_checkpoint(run_dir)["world_size"] == 1

@@ -1,19 +1,17 @@
-"""A tiny model with the generator's training contract, and tiny datasets, for the training tests.
+"""A tiny objective with the trainer's contract, tiny datasets, and the training tests' CLI options.
 
-The stand-in has the signatures of docs/CONTRACTS.md ("Generator"): ``audio_context``,
-``training_loss`` (noise from the given generator, dropout from the global RNG —
-both must be reproduced exactly on resume), ``set_motion_stats``. It checks the
-shapes it receives, so a window cut with the wrong audio context fails loudly.
-
-This module also serves as the ``--model-factory`` of the CLI in tests (``build`` and
-``save_weights``), and records which rank saved checkpoints (``DYSTREAM_TEST_SAVE_LOG``).
+The stand-in follows the objective contract of docs/CONTRACTS.md ("Training"):
+``objective(batch, generator) -> (loss, stats)`` (noise from the given generator,
+dropout from the global RNG — both must be reproduced exactly on resume),
+``adversary_parameters()``, ``network``, ``audio_context()``, ``window_frames``. It
+checks the shapes it receives, so a window cut with the wrong audio context fails
+loudly. Under ``DYSTREAM_TEST_SAVE_LOG`` it records which rank saved checkpoints.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +23,15 @@ from dystream.data.schema import Conversation, PartyLabels, write_shard
 from dystream.motion import MOTION_DIM, REST
 
 
+# A tiny real generator for the command line (`--model-option`s over the small preset).
+TINY = {"n_mels": 16, "audio_width": 16, "audio_layers": 1, "width": 16, "layers": 1, "heads": 2,
+        "head_width": 16, "head_blocks": 1, "window": 12, "front_warps": "[]"}
+TINY_OPTIONS = [arg for name, value in TINY.items() for arg in ("--model-option", f"{name}={value}")]
+
+
 @dataclass(frozen=True)
 class StandInConfig:
-    window: int = 12                # training window = attention window, as GeneratorConfig.window
+    window: int = 12                # frames per training window
     hidden: int = 16
     history_samples: int = 640      # audio before the first frame the model asks for
     self_lookahead_ms: int = 40
@@ -49,15 +53,28 @@ class StandInGenerator(nn.Module):
         self.register_buffer("motion_mean", torch.zeros(MOTION_DIM))
         self.register_buffer("motion_std", torch.ones(MOTION_DIM))
 
+    @property
+    def network(self) -> nn.Module:
+        return self
+
+    @property
+    def window_frames(self) -> int:
+        return self.cfg.window
+
+    def adversary_parameters(self) -> list:
+        return []
+
     def audio_context(self) -> tuple[int, int]:
         lookahead_ms = max(self.cfg.self_lookahead_ms, self.cfg.other_lookahead_ms)
         return self.cfg.history_samples, lookahead_ms * SAMPLE_RATE // 1000
 
     def set_motion_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.motion_mean.copy_(mean)
-        self.motion_std.copy_(std)
+        self.motion_mean.copy_(torch.as_tensor(mean))
+        self.motion_std.copy_(torch.as_tensor(std))
 
-    def training_loss(self, self_audio, other_audio, motion, anchor, anchor_keep, generator=None):
+    def forward(self, batch, generator=None):
+        self_audio, other_audio, motion = batch.self_audio, batch.other_audio, batch.motion
+        anchor, anchor_keep = batch.anchor, batch.anchor_keep
         batch, frames, dim = motion.shape
         left, right = self.audio_context()
         expected = (batch, left + frames * SAMPLES_PER_FRAME + right)
@@ -77,24 +94,7 @@ class StandInGenerator(nn.Module):
                   + self.motion_in(torch.cat([noisy, sigma.expand(batch, frames, 1)], -1)))
         x0_hat = self.out(self.dropout(torch.nn.functional.gelu(hidden)))
         loss = torch.mean((x0_hat.float() - x0) ** 2)
-        return loss, {"sigma_mean": float(sigma.mean())}
-
-
-# -- the CLI's --model-factory interface --------------------------------------------------------
-
-def build(preset_name: str, overrides: dict[str, str], lookahead_ms: float | None):
-    from dystream.training.cli import apply_overrides
-
-    cfg = apply_overrides(StandInConfig(), overrides, lookahead_ms)
-    return StandInGenerator(cfg), cfg
-
-
-def save_weights(model: nn.Module, path, info: dict, dtype: torch.dtype | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
-               for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(asdict(model.cfg)), "info": json.dumps(info)})
+        return loss, {"sigma_mean": sigma.mean().detach()}
 
 
 def _record_saving_rank() -> None:
@@ -165,12 +165,21 @@ def make_dataset(root: Path, train: int = 3, val: int = 2, seconds: float = 4.0,
 
 
 def test_standin_follows_the_contract_shapes():
+    from dystream.training.dataset import WindowBatch
+
     model = StandInGenerator(StandInConfig())
     left, right = model.audio_context()
     assert (left, right) == (640, 640)
     batch, frames = 3, model.cfg.window
     audio = torch.zeros(batch, left + frames * SAMPLES_PER_FRAME + right)
-    loss, stats = model.training_loss(audio, audio, torch.zeros(batch, frames, MOTION_DIM),
-                                      torch.zeros(batch, MOTION_DIM), torch.ones(batch, dtype=torch.bool),
-                                      generator=torch.Generator().manual_seed(0))
+    loss, stats = model(WindowBatch(audio, audio, torch.zeros(batch, frames, MOTION_DIM), torch.zeros(batch, MOTION_DIM),
+                                    torch.ones(batch, dtype=torch.bool)), generator=torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and torch.isfinite(loss) and "sigma_mean" in stats
+
+
+if __name__ == "__main__":  # the DDP test's torchrun entry: the command line, with checkpoint saves recorded
+    import sys
+
+    from dystream.cli import main
+
+    sys.exit(main(sys.argv[1:]))

@@ -23,24 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=main)
 
 
-def render(photo: np.ndarray, motion: np.ndarray, *, resolution: int = 256, paste_back: bool = True,
-           device: str = "cpu", chunk: int = 25):
-    """Yield uint8 frames (HxWx3) of ``motion`` [T, D] rendered on ``photo``."""
-    import torch
-
-    from dystream.autoencoder import load_autoencoder
-
-    autoencoder = load_autoencoder("mesh", resolution=resolution, device=device)
-    appearance, _ = autoencoder.encode(photo)
-    autoencoder.encoder.close()
-    for start in range(0, len(motion), chunk):
-        frames = autoencoder.decode(appearance, torch.from_numpy(motion[start:start + chunk]), paste_back=paste_back)
-        yield from frames.cpu().numpy()
-
-
 def main(args: argparse.Namespace) -> int:
     from dystream.audio.io import load_audio
-    from dystream.config import FRAMES_PER_SECOND, SAMPLES_PER_FRAME
+    from dystream.autoencoder import load_autoencoder
+    from dystream.config import FRAMES_PER_SECOND, SAMPLE_RATE, SAMPLES_PER_FRAME
+    from dystream.pipeline.pipeline import render_frames
     from dystream.errors import InputError
     from dystream.motion import MotionSequence
     from dystream.video import read_image, write_mp4
@@ -57,11 +44,13 @@ def main(args: argparse.Namespace) -> int:
         audio = load_audio(args.audio)
         wanted = len(motion) * SAMPLES_PER_FRAME
         if abs(len(audio) - wanted) > SAMPLES_PER_FRAME:
-            warnings.warn(f"audio lasts {len(audio) / 16000:.2f} s, motion {len(motion) / FRAMES_PER_SECOND:.2f} s;"
+            warnings.warn(f"audio lasts {len(audio) / SAMPLE_RATE:.2f} s, motion {len(motion) / FRAMES_PER_SECOND:.2f} s;"
                           " audio trimmed or padded to the motion", stacklevel=2)
         audio = np.pad(audio[:wanted], (0, max(wanted - len(audio), 0)))
-    frames = render(photo, motion.values, resolution=args.resolution, paste_back=not args.crop_only,
-                    device=args.device)
+    autoencoder = load_autoencoder("mesh", resolution=args.resolution, device=args.device)
+    appearance, _ = autoencoder.encode(photo)
+    autoencoder.encoder.close()
+    frames = render_frames(autoencoder, appearance, motion.values, paste_back=not args.crop_only)
     path = write_mp4(args.output, frames, audio)
     print(f"wrote {len(motion)} frames to {path}")
     return 0

@@ -12,19 +12,20 @@ from dystream.errors import MissingDependencyError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from dystream.commands.generate import add_video_options
+
     parser.add_argument("-o", "--output", default="dystream-demo.mp4", help="mp4 to write (default dystream-demo.mp4)")
-    parser.add_argument("--motion-out", help="also write the generated motion (.npz, .json or .csv)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed")
-    parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--resolution", type=int, default=256, choices=[256, 512], help="rendered frame size")
+    add_video_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from dystream.audio.io import load_audio
-    from dystream.commands.generate import make_video
+    from dystream.cli_options import sampling_from
+    from dystream.commands.generate import load_pipeline, write_video
     from dystream.video import bundled_photo
 
+    sampling_from(args)  # a bad value fails before any work
     assets = resources.files("dystream") / "assets"
     streams = []
     for name in ("demo_self.wav", "demo_other.wav"):
@@ -36,6 +37,6 @@ def run(args) -> int:
                 )
             streams.append(load_audio(path))
     print("demo: the astronaut speaks the 'self' voice and listens to the 'other' voice")
-    make_video(bundled_photo(), streams[0], streams[1], args.output, motion_out=args.motion_out,
-               seed=args.seed, device=args.device, resolution=args.resolution)
+    write_video(load_pipeline(args), bundled_photo(), streams[0], streams[1], args.output, seed=args.seed,
+                motion_out=args.motion_out)
     return 0

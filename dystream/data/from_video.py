@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dystream.config import SAMPLES_PER_FRAME
+from dystream.config import FRAMES_PER_SECOND, SAMPLES_PER_FRAME
 from dystream.errors import InputError
 
 
@@ -45,7 +45,7 @@ def _next_shard(split_dir: Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     from dystream.audio.io import load_audio
-    from dystream.commands.encode import video_motion
+    from dystream.pipeline.capture import video_motion
     from dystream.data.schema import Conversation, PartyLabels, write_shard
     from dystream.motion import REST
     from dystream.video import read_audio_track
@@ -76,5 +76,5 @@ def main(args: argparse.Namespace) -> int:
         {"source": "from-video", "status": "complete", "shards": []}
     manifest.setdefault("shards", []).append(str(shard.relative_to(root)))
     manifest_path.write_text(json.dumps(manifest, indent=1))
-    print(f"wrote {frames} frames ({frames / 25:.1f} s) of {video.name} to {shard}")
+    print(f"wrote {frames} frames ({frames / FRAMES_PER_SECOND:.1f} s) of {video.name} to {shard}")
     return 0

@@ -40,11 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="sampling seeds of the generator; scores are averaged over them")
     parser.add_argument("--max-hours", type=float, default=None,
                         help="stop after this many hours of conversation (in shard order)")
-    parser.add_argument("--steps", type=int, default=5, help="sampler steps of the generator")
     parser.add_argument("--device", default="cpu", help="torch device of the generator")
-    from dystream.commands.generate import add_guidance_options
+    from dystream.cli_options import add_sampling_options
 
-    add_guidance_options(parser)
+    add_sampling_options(parser)
     parser.add_argument("-o", "--output", default=None, help="write the full report as JSON here")
     parser.set_defaults(func=run)
 
@@ -94,11 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from dystream.data.schema import iter_conversations, shard_paths
     from dystream.evaluation.core import evaluate_many
     from dystream.evaluation.predictors import generator_predictor, rms_baseline_predictor
-    from dystream.generator.config import DEFAULT_GUIDANCE, DEFAULT_POSE_GUIDANCE
-    from dystream.generator.guidance import command_line_guidance
+    from dystream.cli_options import sampling_from
+    from dystream.generator.guidance import DEFAULT_GUIDANCE, DEFAULT_POSE_GUIDANCE
 
-    # a bad value fails before any work
-    guidance, pose_guidance = command_line_guidance(args.guidance, args.pose_guidance)
+    sampling = sampling_from(args)  # a bad value fails before any work
 
     try:
         shards = shard_paths(args.data, args.split)
@@ -113,9 +111,7 @@ def run(args: argparse.Namespace) -> int:
     predictors = {"rms_baseline": rms_baseline_predictor}
     if not args.no_model:
         try:
-            predictors["model"] = generator_predictor(args.checkpoint, device=args.device,
-                                                      steps=args.steps, guidance=guidance,
-                                                      pose_guidance=pose_guidance)
+            predictors["model"] = generator_predictor(args.checkpoint, device=args.device, sampling=sampling)
         except MissingDependencyError as exc:
             if args.checkpoint is not None:
                 raise
@@ -130,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     report["settings"] = {"data": str(args.data), "split": args.split,
                           "checkpoint": args.checkpoint, "steps": args.steps,
-                          "guidance": {**DEFAULT_GUIDANCE, **(guidance or {})},
-                          "pose_guidance": DEFAULT_POSE_GUIDANCE if pose_guidance is None else pose_guidance,
+                          "guidance": {**DEFAULT_GUIDANCE, **(sampling.guidance or {})},
+                          "pose_guidance": (DEFAULT_POSE_GUIDANCE if sampling.pose_guidance is None
+                                            else sampling.pose_guidance),
                           "seeds": args.seeds, "max_hours": args.max_hours}
     data = report["data"]
     print(f"{data['conversations']} conversations, {data['hours']:.2f} h, "

@@ -7,8 +7,6 @@ generator's also has ``predict_batch`` so that evaluation runs many
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from dystream.data.schema import Conversation
@@ -33,13 +31,10 @@ def rms_baseline_predictor(conv: Conversation, party: int, seed: int) -> np.ndar
 class GeneratorPredictor:
     """The generator anchored on each party's neutral frame; call one item or ``predict_batch`` many."""
 
-    def __init__(self, model, *, device: str = "cpu", steps: int = 5, guidance: Any = None,
-                 pose_guidance: Any = None, batch_size: int = DEFAULT_BATCH) -> None:
-        from dystream.generator.guidance import plan_guidance
+    def __init__(self, model, sampling=None, *, batch_size: int = DEFAULT_BATCH) -> None:
+        from dystream.generator.sampling import Sampling
 
-        plan_guidance(guidance, pose_guidance)  # bad weights fail here, not after the first conversation
-        self.model, self.device, self.steps, self.guidance = model, device, steps, guidance
-        self.pose_guidance = pose_guidance
+        self.model, self.sampling = model, sampling or Sampling()
         self.batch_size = int(batch_size)
         # evaluate_many hands over groups of at least this many items: two batches' worth, so
         # that the rollout's chunks are full and of similar clip lengths.
@@ -49,22 +44,16 @@ class GeneratorPredictor:
         return conv.audio[party], conv.audio[1 - party], neutral_frame(conv, party), seed
 
     def __call__(self, conv: Conversation, party: int, seed: int) -> np.ndarray:
-        from dystream.generator.inference import generate_motion
-
-        self_audio, other_audio, anchor, seed = self._item(conv, party, seed)
-        return generate_motion(self.model, self_audio, other_audio, anchor, steps=self.steps, seed=seed,
-                               guidance=self.guidance, pose_guidance=self.pose_guidance, device=self.device)
+        return self.predict_batch([(conv, party, seed)])[0]
 
     def predict_batch(self, items) -> list[np.ndarray]:
-        from dystream.generator.inference import generate_motion_batch
+        from dystream.generator.offline import generate_motions
 
-        return generate_motion_batch(self.model, [self._item(*item) for item in items], steps=self.steps,
-                                     guidance=self.guidance, pose_guidance=self.pose_guidance,
-                                     device=self.device, batch_size=self.batch_size)
+        return generate_motions(self.model, [self._item(*item) for item in items], sampling=self.sampling,
+                                batch_size=self.batch_size)
 
 
-def generator_predictor(checkpoint: str | None = None, *, device: str = "cpu", steps: int = 5,
-                        guidance: Any = None, pose_guidance: Any = None,
+def generator_predictor(checkpoint: str | None = None, *, device: str = "cpu", sampling=None,
                         batch_size: int = DEFAULT_BATCH) -> Predictor:
     """The trained generator, anchored on each party's neutral frame.
 
@@ -73,5 +62,4 @@ def generator_predictor(checkpoint: str | None = None, *, device: str = "cpu", s
     """
     from dystream.generator.weights import load_generator
 
-    return GeneratorPredictor(load_generator(checkpoint, device), device=device, steps=steps,
-                              guidance=guidance, pose_guidance=pose_guidance, batch_size=batch_size)
+    return GeneratorPredictor(load_generator(checkpoint, device), sampling, batch_size=batch_size)

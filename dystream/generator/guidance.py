@@ -1,4 +1,4 @@
-"""Classifier-free guidance over the generator's three conditions, and per-frame noise.
+"""Classifier-free guidance over the generator's three conditions.
 
 Branches (which conditions a branch keeps): none = {}, self = {self audio},
 other = {other audio}, anchor = {anchor}, all = {self, other, anchor}. Dropped
@@ -38,8 +38,20 @@ from numbers import Real
 import torch
 
 from dystream.errors import InputError
-from dystream.generator.config import BRANCHES, DEFAULT_GUIDANCE, DEFAULT_POSE_GUIDANCE
 from dystream.motion import MOTION_DIM, POSE_SLICE
+
+# Branch names, in the order the model batches them.
+BRANCHES: tuple[str, ...] = ("none", "self", "other", "anchor", "all")
+# Paper defaults: u + 0.5 (self - u) + 0.5 (other - u) + 1.0 (all - u).
+DEFAULT_GUIDANCE: dict[str, float] = {"self": 0.5, "other": 0.5, "anchor": 0.0, "all": 1.0}
+# The head pose channels' own guidance: branch weights merged over the ones above, or a
+# scale s in [0, 1] toward the "all" branch (1 = the paper: every channel guided alike).
+# Default: no self-audio term on the pose (it walks the head away from the anchor over
+# minutes), a partner-audio term (it drives the listening nods) and "all" at 0.75; the
+# same 4 branches run. The partner-audio weight (0.7) was chosen on the synthetic val
+# split's listening nods with the bundled weights (lab/LOG.md); other weights may want
+# another.
+DEFAULT_POSE_GUIDANCE: float | dict[str, float] = {"self": 0.0, "other": 0.7, "all": 0.75}
 
 _KEEPS = {  # branch -> (self audio, other audio, anchor)
     "none": (False, False, False),
@@ -212,43 +224,3 @@ def plan_guidance(weights: dict[str, float] | None = None, pose_guidance=None) -
         return GuidancePlan(("all",), (1.0,))
     return GuidancePlan(("none",) + tuple(names), (0.0,) + expression,
                         None if per_pose is None else (0.0,) + per_pose)
-
-
-_MASK32 = 0xFFFFFFFF
-
-
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer on int64 tensors (low 32 bits kept after each multiply)."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK32
-    return x ^ (x >> 16)
-
-
-def counter_noise(counter: torch.Tensor, key: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """Standard normal numbers from int64 counters and a stream key (hash -> Box-Muller).
-
-    Pure tensor arithmetic (no Python scalar becomes a tensor), so it also runs inside a
-    captured CUDA graph; ``key`` broadcasts against ``counter``.
-    """
-    bits_a = _hash32(_hash32(counter ^ key) + (counter >> 32))
-    bits_b = _hash32(_hash32((counter + 1) ^ key) + (counter >> 32))
-    u1 = ((bits_a >> 8).to(torch.float64) + 0.5) / float(1 << 24)
-    u2 = (bits_b >> 8).to(torch.float64) / float(1 << 24)
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
-    return z.to(dtype)
-
-
-def frame_noise(seed: int, frames: torch.Tensor, dim: int, dtype=torch.float32) -> torch.Tensor:
-    """Standard normal noise [len(frames), dim] that depends only on (seed, frame index).
-
-    Counter-based (hash -> Box-Muller), so a frame's noise is the same whatever the
-    chunking, the batch it shares, or the device.
-    """
-    frames = frames.to(torch.int64)
-    channel = torch.arange(dim, device=frames.device, dtype=torch.int64)
-    counter = frames[:, None] * (2 * dim) + channel[None] * 2
-    key = _hash32(torch.tensor(seed, dtype=torch.int64, device=frames.device) * 0x9E3779B1 + 0x632BE5AB)
-    return counter_noise(counter, key, dtype)

@@ -6,8 +6,8 @@ block (frame-aligned, as in the paper). Each block is pre-norm self-attention
 followed by an MLP. Attention keys are:
 
 * the anchor token: the projected anchor motion, turned into a key/value by the
-  block's own projection, with no position (it is always visible; its logit uses
-  the unrotated query, so it is the same at every frame), and
+  block's own projection, with no position (always visible, the same at every
+  frame), and
 * the frames t-W+1 .. t, with rotary *relative* positions.
 
 Deviation from the paper: DyStream has a second self-attention with absolute
@@ -18,12 +18,15 @@ the anchor. Here the anchor is one more key in the relative-position attention,
 so the model weighs anchor against recent history, and the window W bounds both
 the positions it ever sees and the cost per frame.
 
-Offline (``forward``) uses a banded causal mask; streaming (``step``) keeps a
-fixed ring of W keys/values per layer. Rotary frequencies are whole turns per
-period P = 2W, so rotating by (position mod P) gives the same relative angles as
-the raw position: positions stay small numbers for hours of audio, keys are
-rotated once when written, and both paths compute the same function. Stacked
-layers see L (W - 1) frames back in all; the cost per frame stays constant.
+One attention (``Block.forward``) serves both uses: a window of frames at once
+(training: a banded causal mask over the window's own keys) and one frame per
+stream (inference: the frame's key and value are written into a fixed ring of W
+slots per layer, which it then attends to). Rotary frequencies are whole turns
+per period P = 2W, so rotating by (position mod P) gives the same relative angles
+as the raw position: positions stay small numbers for hours of audio and keys are
+rotated once, when written. The anchor's key is turned to the query's angle, so
+its logit does not depend on the position. Stacked layers see L (W - 1) frames
+back in all; the cost per frame stays constant.
 """
 
 from __future__ import annotations
@@ -42,8 +45,7 @@ def rotary_frequencies(dim: int, period: int) -> torch.Tensor:
 
     Wavelengths run geometrically from ``period`` frames down to about 2. Because
     every frequency repeats after ``period`` frames, rotating by position mod period
-    gives exactly the same relative angles as the raw position: positions stay small
-    however long a stream runs, and keys can be rotated once, when they are written.
+    gives exactly the same relative angles as the raw position.
     """
     half = dim // 2
     turns = torch.round(torch.logspace(0, torch.log10(torch.tensor(period / 2.0)).item(), half,
@@ -67,31 +69,21 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
 
-def attend(q_rotated, q_plain, keys, values, anchor_k, anchor_v, mask, dropout_p=0.0, training=False):
-    """Attention over [anchor] + frames. The anchor has no position, so its logit uses the
-    unrotated query; frame logits use rotary-rotated queries and keys. mask [T, S] bool."""
-    scale = q_plain.shape[-1] ** -0.5
-    anchor_logits = (q_plain @ anchor_k.transpose(-1, -2)) * scale  # [B, h, T, 1]
-    frame_logits = (q_rotated @ keys.transpose(-1, -2)) * scale  # [B, h, T, S]
-    frame_logits = frame_logits.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(torch.cat([anchor_logits, frame_logits], dim=-1), dim=-1)
-    if training and dropout_p > 0:
-        weights = F.dropout(weights, dropout_p, training)
-    return weights[..., :1] * anchor_v + weights[..., 1:] @ values
-
-
 @dataclass
-class TransformerCache:
-    """Ring KV cache. Slot 0 of each layer holds the anchor; slots 1..W the last W frames.
+class RingCache:
+    """The keys and values of the last W frames of R rows, per layer.
 
-    Frame keys are stored rotated by (frame mod period); the anchor key is re-rotated
-    each step to the query's angle, so its logit is position-free.
-    """
+    Slot 0 of each layer holds the anchor (its key turned to the current query's angle
+    at every step); frame f of a row lives in slot 1 + f mod W, its key rotated by
+    (f mod P). Rows may be at different frames: the step takes each row's index."""
 
-    keys: torch.Tensor  # [layers, B, heads, 1 + W, head_dim]
+    keys: torch.Tensor  # [layers, R, heads, 1 + W, head_dim]
     values: torch.Tensor
-    anchor_keys: torch.Tensor  # [layers, B, heads, 1, head_dim], unrotated
-    frame: int = 0  # index of the next frame to be written
+    anchor_keys: torch.Tensor  # [layers, R, heads, head_dim], unrotated
+
+    def select(self, rows: torch.Tensor) -> "RingCache":
+        """The cache of these rows only (contiguous copies)."""
+        return RingCache(*(t.index_select(1, rows).contiguous() for t in (self.keys, self.values, self.anchor_keys)))
 
 
 class Block(nn.Module):
@@ -105,42 +97,40 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width), nn.GELU(), nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width)
         )
-        self.dropout = cfg.dropout
-
-    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, t, _ = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return q, k, v  # each [B, heads, T, head_dim]
+        # Rates set by the training recipe (dystream.training.recipe); 0 for inference.
+        self.dropout = nn.Dropout(0.0)
+        self.attention_dropout = 0.0
 
     def anchor_kv(self, anchor_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, k, v = self._split(self.attn_norm(anchor_token))
-        return k, v
+        """Anchor tokens [B, 1, H] -> this block's (key, value) of the anchor, [B, heads, 1, d] each."""
+        qkv = self.qkv(self.attn_norm(anchor_token)).view(anchor_token.shape[0], 3, self.heads, self.head_dim)
+        return qkv[:, 1, :, None], qkv[:, 2, :, None]
 
-    def _finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        b, _, t, _ = attended.shape
-        attended = attended.transpose(1, 2).reshape(b, t, -1)
-        if self.training and self.dropout > 0:
-            x = x + F.dropout(self.proj(attended), self.dropout, True)
-            return x + F.dropout(self.mlp(self.mlp_norm(x)), self.dropout, True)
-        x = x + self.proj(attended)
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
+                values: torch.Tensor, mask: torch.Tensor, slot: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, H] -> [B, T, H]; ``cos``/``sin``: the frames' rotary angles, broadcasting
+        against [B, T, 2, heads, d/2].
 
-    def forward(self, x, anchor_token, cos, sin, mask):
-        q, k, v = self._split(self.attn_norm(x))
-        ka, va = self.anchor_kv(anchor_token)
-        attended = attend(rotate(q, cos, sin), q, rotate(k, cos, sin), v, ka, va, mask, self.dropout, self.training)
-        return self._finish(x, attended)
-
-    def step(self, x, layer_keys, layer_values, slot, cos, sin, mask):
-        """One frame. layer_keys/values [B, h, 1 + W, d] with the anchor (already at this
-        frame's angle) in slot 0; the new frame goes to ``slot``."""
-        b = x.shape[0]
-        qkv = self.qkv(self.attn_norm(x)).view(b, 3, self.heads, self.head_dim)
-        qk = rotate(qkv[:, :2], cos, sin)  # query and key share the frame's angle
-        layer_keys[:, :, slot] = qk[:, 1]
-        layer_values[:, :, slot] = qkv[:, 2]
-        attended = F.scaled_dot_product_attention(qk[:, 0, :, None], layer_keys, layer_values, attn_mask=mask)
-        return self._finish(x, attended)
+        Window (``slot`` None): ``keys`` / ``values`` [B, heads, T, d] are the anchor's, its key
+        turned to each query's angle, and the window's frames are appended to them here.
+        Ring (``slot`` [B], T = 1): ``keys`` / ``values`` are the ring [B, heads, 1 + W, d] with
+        the anchor (turned to the query's angle) in slot 0; the frame's own key and value are
+        written into ``slot``. ``mask`` [.., T, keys] says which keys each query sees."""
+        b, t, _ = x.shape
+        qkv = self.qkv(self.attn_norm(x)).view(b, t, 3, self.heads, self.head_dim)
+        qk = rotate(qkv[:, :, :2], cos, sin)  # query and key share the frame's angle
+        q = qk[:, :, 0].transpose(1, 2)  # [B, heads, T, d]
+        if slot is None:
+            keys = torch.cat([keys, qk[:, :, 1].transpose(1, 2)], dim=2)
+            values = torch.cat([values, qkv[:, :, 2].transpose(1, 2)], dim=2)
+        else:
+            rows = torch.arange(b, device=x.device)
+            keys[rows, :, slot] = qk[:, 0, 1]
+            values[rows, :, slot] = qkv[:, 0, 2]
+        p = self.attention_dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
+        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(b, t, -1)))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
 class FrameTransformer(nn.Module):
@@ -161,50 +151,53 @@ class FrameTransformer(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.register_buffer("slot_index", torch.arange(1 + cfg.window), persistent=False)
 
-    def fuse_audio(self, self_features: torch.Tensor, other_features: torch.Tensor) -> torch.Tensor:
-        return self.audio_fuse(torch.cat([self_features, other_features], dim=-1))
+    def _angles(self, positions: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [len, d/2] of integer positions [len] (taken mod the rotary period)."""
+        angle = torch.remainder(positions, self.rotary_period)
+        return self.rope_cos.index_select(0, angle).to(dtype), self.rope_sin.index_select(0, angle).to(dtype)
 
-    def forward(self, prev_motion, fused_audio, anchor_token):
-        """prev_motion [B, T, D] (normalised), fused_audio [B, T, H], anchor_token [B, 1, H] -> [B, T, H].
-
-        Frames attend to at most the W most recent frames (banded causal mask).
-        """
-        t = prev_motion.shape[1]
+    def forward(self, prev_motion: torch.Tensor, fused_audio: torch.Tensor, anchor_token: torch.Tensor) -> torch.Tensor:
+        """A window: prev_motion [B, T, D] (model units), fused_audio [B, T, H], anchor tokens
+        [B, 1, H] -> c [B, T, H]. Frame t attends to the anchor and frames t-W+1 .. t."""
+        b, t, _ = prev_motion.shape
         positions = torch.arange(t, device=prev_motion.device)
-        cos = self.rope_cos[positions % self.rotary_period].to(prev_motion.dtype)
-        sin = self.rope_sin[positions % self.rotary_period].to(prev_motion.dtype)
+        cos, sin = self._angles(positions, prev_motion.dtype)
         distance = positions[:, None] - positions[None, :]
-        mask = (distance >= 0) & (distance < self.cfg.window)
+        # Query t sees its own copy of the anchor key (turned to its angle) and the band of frames.
+        mask = torch.cat([torch.eye(t, dtype=torch.bool, device=prev_motion.device),
+                          (distance >= 0) & (distance < self.cfg.window)], dim=1)
         x = self.motion_in(prev_motion)
+        frame_angles = (cos[:, None, None], sin[:, None, None])  # [T, 1, 1, d/2] against [B, T, 2, h, d/2]
         for block in self.blocks:
-            x = block(x + fused_audio, anchor_token, cos, sin, mask)
+            anchor_k, anchor_v = block.anchor_kv(anchor_token)
+            anchor_keys = rotate(anchor_k, cos, sin)  # [B, h, T, d]: turned to each query's angle
+            x = block(x + fused_audio, *frame_angles, anchor_keys, anchor_v.expand(-1, -1, t, -1), mask)
         return self.out_norm(x)
 
-    # -- incremental ------------------------------------------------------
-    def new_cache(self, anchor_token: torch.Tensor) -> TransformerCache:
-        """An empty ring for a batch whose anchor tokens are ``anchor_token`` [B, 1, H]."""
-        b = anchor_token.shape[0]
-        shape = (len(self.blocks), b, self.cfg.heads, 1 + self.cfg.window, self.head_dim)
+    # -- one frame per row ------------------------------------------------
+    def new_cache(self, anchor_token: torch.Tensor) -> RingCache:
+        """An empty ring for rows whose anchor tokens are ``anchor_token`` [R, 1, H]."""
+        r = anchor_token.shape[0]
+        shape = (len(self.blocks), r, self.cfg.heads, 1 + self.cfg.window, self.head_dim)
         keys, values = anchor_token.new_zeros(shape), anchor_token.new_zeros(shape)
-        anchor = [blk.anchor_kv(anchor_token) for blk in self.blocks]
+        anchor = [block.anchor_kv(anchor_token) for block in self.blocks]
         values[:, :, :, :1] = torch.stack([v for _, v in anchor])
-        return TransformerCache(keys=keys, values=values, anchor_keys=torch.stack([k for k, _ in anchor]))
+        return RingCache(keys=keys, values=values, anchor_keys=torch.stack([k[:, :, 0] for k, _ in anchor]))
 
-    def step(self, prev_motion: torch.Tensor, fused_audio: torch.Tensor, cache: TransformerCache) -> torch.Tensor:
-        """One frame: prev_motion [B, 1, D], fused_audio [B, 1, H] -> c_t [B, 1, H]; advances the cache.
-
-        Attends to the anchor and the W most recent frames (the banded mask of ``forward``).
-        """
-        w, frame = self.cfg.window, cache.frame
-        angle = frame % self.rotary_period
-        cos, sin = self.rope_cos[angle], self.rope_sin[angle]
+    def step(self, prev_motion: torch.Tensor, fused_audio: torch.Tensor, cache: RingCache,
+             frame: torch.Tensor) -> torch.Tensor:
+        """One frame per row: prev_motion [R, 1, D], fused_audio [R, 1, H], each row's frame
+        index ``frame`` [R] (int64, a device tensor) -> c_t [R, 1, H]; writes the frame into
+        the ring. The same attention as ``forward`` over the anchor and the row's last W
+        frames; every index comes from tensors, so a CUDA graph can replay it."""
+        cos, sin = self._angles(frame, prev_motion.dtype)  # [R, d/2]
+        # Anchor + frames written so far; from frame W-1 on the ring is full and this is all True.
+        mask = (self.slot_index[None] <= frame[:, None] + 1)[:, None, None]  # [R, 1, 1, 1 + W]
+        slot = 1 + torch.remainder(frame, self.cfg.window)
         # The anchor key turns with the query, so their dot product does not depend on the frame.
-        cache.keys[:, :, :, 0] = rotate(cache.anchor_keys[:, :, :, 0], cos, sin)
-        # Slot 0 is the anchor; frame f lives in slot 1 + f mod W. Valid: anchor + frames written.
-        mask = None if frame >= w - 1 else (self.slot_index <= frame + 1)[None]
+        cache.keys[:, :, :, 0] = rotate(cache.anchor_keys, cos[None, :, None], sin[None, :, None])
+        frame_angles = (cos[:, None, None, None], sin[:, None, None, None])  # against [R, 1, 2, h, d/2]
         x = self.motion_in(prev_motion)
-        slot = 1 + frame % w
         for i, block in enumerate(self.blocks):
-            x = block.step(x + fused_audio, cache.keys[i], cache.values[i], slot, cos, sin, mask)
-        cache.frame = frame + 1
+            x = block(x + fused_audio, *frame_angles, cache.keys[i], cache.values[i], mask, slot)
         return self.out_norm(x)

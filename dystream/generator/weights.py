@@ -1,4 +1,12 @@
-"""Saving and loading generator weights: safetensors with the config and a training record."""
+"""Saving and loading generator weights: safetensors with the architecture and a training record.
+
+Format ``dystream-generator-2``: the state dict of :class:`Generator` (the inference
+network only), metadata ``config`` (the :class:`GeneratorConfig` JSON), ``info``
+(the training record, JSON) and ``format``. Files of format 1, written before the
+architecture and the training recipe were separated, load too: their recipe fields
+and training-only tensors (auxiliary heads) are dropped, which changes nothing the
+network computes.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +21,15 @@ from dystream.generator.config import GeneratorConfig
 from dystream.generator.model import Generator
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "generator-small.safetensors"
+FORMAT = "dystream-generator-2"
+# Tensors of format-1 files that only training used (the auxiliary heads of the recipe).
+_LEGACY_TRAINING_TENSORS = ("future_probe.", "phone_probe.", "voice_probe.")
 
 
 def save_weights(model: Generator, path, info: dict | None = None, *, dtype: torch.dtype | None = None) -> Path:
-    """Write the state dict (optionally cast, e.g. fp16) with metadata ``config`` and ``info`` (JSON).
-
-    Written to a temporary file and renamed, so a reader never sees a half-written file.
-    """
+    """Write the state dict (optionally cast, e.g. fp16; the motion statistics stay float32) with
+    metadata ``config`` and ``info`` (JSON). Written to a temporary file and renamed, so a reader
+    never sees a half-written file."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -30,8 +40,7 @@ def save_weights(model: Generator, path, info: dict | None = None, *, dtype: tor
         if dtype is not None and tensor.is_floating_point() and not name.startswith("motion_"):
             tensor = tensor.to(dtype)
         tensors[name] = tensor.contiguous()
-    metadata = {"config": model.cfg.to_json(), "info": json.dumps(info or {}, default=str),
-                "format": "dystream-generator-1"}
+    metadata = {"config": model.cfg.to_json(), "info": json.dumps(info or {}, default=str), "format": FORMAT}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
@@ -57,30 +66,40 @@ def prepare_for_inference(model: Generator, device="cpu") -> Generator:
     return model
 
 
+def read_weights(path) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict]:
+    """(architecture, float32 state dict of the network, training record) of a weights file of
+    any format, or a clear error for a file that is not one."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        meta = read_metadata(path)
+        cfg = GeneratorConfig.from_json(meta["config"])
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path} is not a dystream generator weights file ({exc})") from None
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    if meta.get("format") != FORMAT:  # format 1: drop what only training used
+        state = {k: v for k, v in state.items() if not k.startswith(_LEGACY_TRAINING_TENSORS)}
+    return cfg, state, json.loads(meta.get("info", "{}"))
+
+
 def load_generator(path=None, device="cpu", inference: bool = True) -> Generator:
-    """A Generator ready for inference on ``device`` (``prepare_for_inference``: eval mode,
-    float32, float64 audio encoders on the CPU), from a file written by save_weights.
-    ``inference=False``: float32 throughout, as training holds it (initial weights, averages)."""
+    """A Generator from a file written by ``save_weights`` (default: the bundled weights), ready
+    for inference on ``device`` (``prepare_for_inference``). ``inference=False``: float32
+    throughout on ``device``, as training holds it. ``model.weights_info`` is its record."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.exists():
         if path == DEFAULT_WEIGHTS:
             raise MissingDependencyError(
                 f"trained generator weights not found at {path}; they are produced by "
-                "`dystream train generator` (see docs/generator.md) — pass --weights PATH to use your own"
-            )
+                "`dystream train generator` (docs/training.md) — pass --weights PATH to use your own")
         raise InputError(f"generator weights not found: {path}")
-    from safetensors.torch import load_file
-
-    try:
-        meta = read_metadata(path)
-        cfg = GeneratorConfig.from_json(meta["config"])
-    except Exception as exc:
-        raise InputError(f"{path} is not a dystream generator weights file ({exc})") from None
+    cfg, state, info = read_weights(path)
     model = Generator(cfg)
-    state = load_file(str(path))
-    state = {k: v.float() for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(f"{path} does not match the generator (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.weights_info = json.loads(meta.get("info", "{}"))
+    model.weights_info = info
     return prepare_for_inference(model, device) if inference else model.to(device).eval()

@@ -2,8 +2,8 @@
 
 Averaging the weights of runs that share an architecture and a lineage (e.g. one run's
 export and the same run trained on) is "weight averaging": the mean often lies deeper in
-the loss basin than either end, and it costs no training (docs/generator.md measures it
-on the bundled weights). Every file must hold the same config; each floating tensor
+the loss basin than either end, and it costs no training (lab/LOG.md measures it on the
+bundled weights). Every file must hold the same config; each floating tensor
 (buffers such as the motion statistics too, which one lineage shares) is averaged in
 float64 and the result is written like a trained export (fp16 by default) with a record
 of its sources.
@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from dystream.generator.weights import save_weights
 
     model, info = average_generators(args.inputs, args.weights, args.modules)
-    words = ["dystream", "train", "average", *args.inputs, "-o", args.output]
+    from dystream.training.record import portable
+
+    words = ["dystream", "train", "average", *map(portable, args.inputs), "-o", portable(args.output)]
     if args.weights:
         words += ["--weights", *(str(w) for w in args.weights)]
     if args.modules:

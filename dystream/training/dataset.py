@@ -37,7 +37,7 @@ from dystream.config import FRAMES_PER_SECOND, SAMPLES_PER_FRAME
 from dystream.data.behaviour import PHONES, normalise_phone
 from dystream.data.schema import Conversation, read_shard, shard_paths
 from dystream.errors import InputError
-from dystream.generator.config import PHONE_CLASS_COUNT
+from dystream.training.recipe import PHONE_CLASS_COUNT
 from dystream.motion import MOTION_DIM
 
 log = logging.getLogger(__name__)

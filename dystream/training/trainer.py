@@ -1,11 +1,12 @@
 """The training loop for the generator: AdamW, warmup + cosine, EMA, bf16, DDP, exact resume.
 
-The loop knows the model only through the contract in docs/CONTRACTS.md
-(``training_loss``); the data only through :class:`WindowBank`.
+The loop knows the model only through the objective contract in docs/CONTRACTS.md
+(``objective(batch, generator) -> (loss, stats)``, ``adversary_parameters()``,
+``network``); the data only through :class:`WindowBank`.
 
 Exact resume: every random draw of step s on rank r — the batch's windows and
-directions, its anchors, the model's noise (the ``generator`` passed to
-``training_loss``) and dropout (the global torch RNG, reseeded every step) —
+directions, its anchors, the objective's noise (the ``generator`` it is
+called with) and dropout (the global torch RNG, reseeded every step) —
 comes from a seed derived from (seed, s, r). So the batches after a resume are
 those the uninterrupted run would have drawn, and with the model, EMA,
 optimizer and scheduler states restored, the losses are identical.
@@ -141,17 +142,6 @@ def plateaued(val_history: list[tuple[int, float]], fraction: float = 0.2,
     return improvement < min_improvement
 
 
-class _LossModule(nn.Module):
-    """Routes DDP's forward to the model's ``training_loss`` (DDP syncs gradients of forward)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args, **kwargs):
-        return self.model.training_loss(*args, **kwargs)
-
-
 def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # Weight decay on matrices only: decaying gains, biases and embeddings' norms
     # toward zero fights the normalisation layers and does not regularise.
@@ -165,9 +155,12 @@ def _float_stats(stats: dict[str, Any]) -> dict[str, float]:
 
 
 class Trainer:
-    """Trains ``model`` on windows of ``train_bank``; validates on fixed windows of ``val_bank``."""
+    """Trains ``objective`` on windows of ``train_bank``; validates on fixed windows of ``val_bank``.
 
-    def __init__(self, model: nn.Module, train_bank: WindowBank, val_bank: WindowBank | None,
+    ``self.model`` is the objective (its network and any auxiliary heads); ``self.ema`` its
+    float32 exponential moving average, whose ``network`` is what a run exports."""
+
+    def __init__(self, objective: nn.Module, train_bank: WindowBank, val_bank: WindowBank | None,
                  options: TrainOptions, run_dir: str | Path, ctx: ddp.DistributedContext,
                  record: dict[str, Any] | None = None):
         options.validate(ctx.world_size)
@@ -176,7 +169,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.record = dict(record or {})
         self.device = ctx.device
-        self.model = model.to(self.device)
+        self.model = objective.to(self.device)
         self.train_bank = train_bank
         self.val_bank = val_bank
         self.per_rank_batch = options.batch_size // ctx.world_size
@@ -187,7 +180,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.val_history: list[tuple[int, float]] = []
         self.use_autocast = self.device.type == "cuda"
-        loss_module = _LossModule(self.model)
+        loss_module = self.model
         if ctx.is_distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -202,8 +195,8 @@ class Trainer:
                 # Without an anchor, the anchor's projection never receives a gradient.
                 find_unused_parameters=options.anchor_strategy == "none", **no_buffer_sync)
         self.loss_module = loss_module
-        # An adversary's classifier (optional model method) is clipped apart from the rest.
-        self._adversary = list(getattr(self.model, "adversary_parameters", list)())
+        # An adversary's classifier is clipped apart from the rest (objective contract).
+        self._adversary = list(self.model.adversary_parameters())
         apart = {id(p) for p in self._adversary}
         self._clipped = [p for p in self.model.parameters() if id(p) not in apart]
         # After DDP's broadcast, so that every rank's EMA starts from the same weights.
@@ -266,15 +259,10 @@ class Trainer:
         batch = self.train_bank.sample(self.per_rank_batch, generator, opts.anchor_strategy)
         self.model.train()
         with self._autocast():
-            # Phone and voice labels only for a model that asks (the contract's optional arguments).
-            extra = {"phones": batch.phones} if getattr(self.model, "wants_phones", False) else {}
-            if getattr(self.model, "wants_voices", False):
-                extra["voices"] = batch.voices
-            loss, stats = self.loss_module(batch.self_audio, batch.other_audio, batch.motion,
-                                           batch.anchor, batch.anchor_keep, generator=generator, **extra)
+            loss, stats = self.loss_module(batch, generator=generator)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._clipped, opts.grad_clip)
-        if self._adversary:  # clipped on its own (Generator.adversary_parameters)
+        if self._adversary:  # clipped on its own
             torch.nn.utils.clip_grad_norm_(self._adversary, opts.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
@@ -297,8 +285,7 @@ class Trainer:
             # The global batch size, so that the curve does not depend on the number of processes.
             batch = self.val_bank.sample(self.options.batch_size, generator, self.options.anchor_strategy)
             with self._autocast():
-                loss, _ = model.training_loss(batch.self_audio, batch.other_audio, batch.motion,
-                                              batch.anchor, batch.anchor_keep, generator=generator)
+                loss, _ = model(batch, generator=generator)
             total += loss.float()
         model.train(was_training)
         return float(total.item()) / self.options.val_batches

@@ -52,7 +52,7 @@ def load_audio(path: str | Path, *, allow_empty: bool = False) -> np.ndarray:
     except Exception as exc:  # libsndfile's own message says what it could not read
         raise InputError(
             f"cannot read {path} as audio ({exc}); convert it to a wav file, e.g. "
-            f"`ffmpeg -i {path.name} -ac 1 -ar 16000 out.wav`"
+            f"`ffmpeg -i {path.name} -ac 1 -ar {SAMPLE_RATE} out.wav`"
         ) from None
     audio = to_mono_16k(audio, sample_rate, source=str(path))
     if audio.size == 0 and not allow_empty:

@@ -97,7 +97,8 @@ def run(args) -> int:
     self_audio = load_audio(args.self_audio)
     other_audio = load_audio(args.other_audio, allow_empty=True) if args.other_audio else None
     if len(self_audio) < SAMPLES_PER_FRAME:
-        raise InputError("the self audio is shorter than one 40 ms frame; give at least a second of speech")
+        raise InputError(f"the self audio is shorter than one frame ({SAMPLES_PER_FRAME} samples); give at least a "
+                         "second of speech")
     if not np.any(self_audio):
         print(f"note: {args.self_audio} is silent: the face will only listen", file=sys.stderr)
     pipeline = load_pipeline(args, args.weights)

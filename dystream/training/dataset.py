@@ -171,7 +171,7 @@ class WindowBank:
             log.warning("skipping %d conversation(s) shorter than one window of %d frames", skipped, window_frames)
         if not usable:
             raise InputError(f"no conversation has at least {window_frames} frames "
-                             f"({window_frames / 25:.2f} s); generate longer conversations")
+                             f"({window_frames / FRAMES_PER_SECOND:.2f} s); generate longer conversations")
 
         motion_parts, phone_parts, voice_parts, audio_parts, frame_starts, audio_starts = [], [], [], [], [], []
         frame_offset = audio_offset = 0
@@ -196,7 +196,7 @@ class WindowBank:
             audio_offset += audio.shape[1]
 
         self.num_conversations = len(usable)
-        self.hours = sum(c.num_frames for c in usable) / 25 / 3600
+        self.hours = sum(c.num_frames for c in usable) / FRAMES_PER_SECOND / 3600
         self.motion = torch.from_numpy(np.concatenate(motion_parts, axis=1)).to(self.device)
         self.phones = torch.from_numpy(np.concatenate(phone_parts, axis=1)).to(self.device)
         self.voices = torch.from_numpy(np.concatenate(voice_parts, axis=1)).to(self.device)  # [2, frames]

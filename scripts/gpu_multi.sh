@@ -4,7 +4,7 @@
 # idle) and copies one archive of logs and records to $OUT.
 #
 #   OUT=... bash scripts/gpu_multi.sh compare   # 2 GPUs (NCCL) vs 1 GPU at the same global batch
-#   OUT=... bash scripts/gpu_multi.sh scaling   # samples/s on 1 and 2 GPUs, small and paper presets
+#   OUT=... bash scripts/gpu_multi.sh scaling   # samples/s on 1 and 2 GPUs, small and large presets
 #
 # compare: one run on both GPUs under torchrun (seed 0), then at the same time: 1-GPU runs
 #   with seeds 0 and 1 (the seed-to-seed spread), the 2-GPU checkpoint resumed on 1 GPU, and
@@ -93,7 +93,7 @@ EOF
     ;;
 scaling)
     # presets x (GPUs, global batch): strong scaling (same global batch) and weak (same per GPU).
-    for preset in small paper; do
+    for preset in small large; do
         for spec in 1:$PER_GPU 2:$PER_GPU 2:$((2 * PER_GPU)); do
             n=${spec%%:*} batch=${spec#*:} name="scale_${preset}_${n}gpu_b${batch}"
             echo "== $name"

@@ -5,7 +5,7 @@ transformer computes from the previous motion frame, the fused audio features of
 frame t (self and other, each up to its lookahead) and the anchor frame. Motion
 is modelled in normalised units ((m - mean) / std, buffers saved with the
 weights) and, with ``cfg.pose_relative``, with the head pose taken relative to the
-anchor's (``to_model`` / ``from_model``).
+anchor's (``to_model``; sampling adds the anchor's pose back, ``pose_shift``).
 
 This module holds the network and its conditioning only. Sampling frame by frame
 is :mod:`dystream.generator.sampling`; the training objective (loss, auxiliary
@@ -86,10 +86,6 @@ class Generator(nn.Module):
     def to_model(self, motion: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """Raw motion [.., D] -> the model's units, relative to ``anchor`` (broadcastable)."""
         return self.normalise(motion - self.pose_shift(anchor))
-
-    def from_model(self, x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        """The model's units -> raw motion (inverse of ``to_model``)."""
-        return self.denormalise(x) + self.pose_shift(anchor)
 
     @property
     def device(self) -> torch.device:

@@ -42,8 +42,10 @@ class CausalConvBlock(nn.Module):
         (where float64 convolutions have no fast path)."""
         window = torch.cat([history, self.norm(x)], dim=1)  # [B, kernel - 1 + T, H]
         taps = window.unfold(1, self.kernel, 1)  # [B, T, H, kernel]
-        h = (taps * self.depthwise.weight[:, 0, :]).sum(dim=-1) + self.depthwise.bias
-        return x + self.dropout(self.mlp(h)), window[:, window.shape[1] - (self.kernel - 1):]
+        h = self.mlp((taps * self.depthwise.weight[:, 0, :]).sum(dim=-1) + self.depthwise.bias)
+        if self.training:  # (a module call per block and frame costs more than the step's conv)
+            h = self.dropout(h)
+        return x + h, window[:, window.shape[1] - (self.kernel - 1):]
 
 
 class CausalAudioEncoder(nn.Module):
@@ -96,7 +98,8 @@ class CausalAudioEncoder(nn.Module):
         if state is None:
             state = self.initial_state(audio.shape[0], audio.device)
         out_dtype = audio.dtype
-        mel = self.logmel(audio[:, :need].to(self.compute_dtype))  # [B, J, M] ([B, J, P, M] pooled)
+        # The log-mel computes in float32 whatever it is given; the layers in compute_dtype.
+        mel = self.logmel(audio[:, :need]).to(self.compute_dtype)  # [B, J, M] ([B, J, P, M] pooled)
         windows = mel.unfold(1, self.front_kernel, self.cfg.mels_per_frame)  # [B, T, (P,) M, K]
         if self.cfg.front_warps:
             # Vocal-tract-length pooling: the same projection on every warped version, then the

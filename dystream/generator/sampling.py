@@ -68,13 +68,15 @@ def seed_keys(seeds: torch.Tensor) -> torch.Tensor:
     return _hash32(seeds.to(torch.int64) * 0x9E3779B1 + 0x632BE5AB)
 
 
-def frame_noise(keys: torch.Tensor, frames: torch.Tensor, dim: int, dtype=torch.float32) -> torch.Tensor:
+def frame_noise(keys: torch.Tensor, frames: torch.Tensor, dim: int | torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise [B, dim] of frame ``frames[b]`` of stream b, from its key.
 
     Counter-based (hash -> Box-Muller): a frame's noise depends only on (seed, frame
     index), whatever the chunking, the batch it shares or the device, and it is pure
-    tensor arithmetic, so it also runs inside a captured CUDA graph."""
-    channels = torch.arange(dim, device=frames.device, dtype=torch.int64)
+    tensor arithmetic, so it also runs inside a captured CUDA graph. ``dim``: the number of
+    channels, or their indices ``arange(dim)`` (int64) made once by a caller per frame."""
+    channels = torch.arange(dim, device=frames.device, dtype=torch.int64) if isinstance(dim, int) else dim
+    dim = channels.shape[0]
     counter = frames.to(torch.int64)[:, None] * (2 * dim) + channels[None] * 2
     key = keys[:, None]
     bits_a = _hash32(_hash32(counter ^ key) + (counter >> 32))
@@ -124,6 +126,7 @@ class FrameStep:
         self.shift = model.pose_shift(anchors)
         self.anchor = model.to_model(anchors, anchors)
         self.noise_keys = seed_keys(torch.tensor(seeds, dtype=torch.int64, device=device))
+        self._channels = torch.arange(cfg.motion_dim, device=device, dtype=torch.int64)
         self.seeds = seeds
         encoders = model.encoders
         self.audio = [torch.zeros(b, e.step_samples, device=device, dtype=dtype) for e in encoders]
@@ -198,7 +201,7 @@ class FrameStep:
             x0 = model.head.denoise(self.rows(x), cond_mod, self._time_mod[i], (out_shift[i], out_scale[i]))
             return plan.combine(x0.view(b, n, -1), weights)  # [B, n, D] -> [B, D]
 
-        noise = frame_noise(self.noise_keys, self.frame, model.cfg.motion_dim, self.previous.dtype)
+        noise = frame_noise(self.noise_keys, self.frame, self._channels, self.previous.dtype)
         sample = euler_sample(denoise, noise, self._sigmas)  # [B, D] model units
         self.previous.copy_(sample[:, None])
         self.motion.copy_(model.denormalise(sample) + self.shift)

@@ -107,15 +107,17 @@ class Block(nn.Module):
         return qkv[:, 1, :, None], qkv[:, 2, :, None]
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
-                values: torch.Tensor, mask: torch.Tensor, slot: torch.Tensor | None = None) -> torch.Tensor:
+                values: torch.Tensor, mask: torch.Tensor,
+                slot: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x [B, T, H] -> [B, T, H]; ``cos``/``sin``: the frames' rotary angles, broadcasting
         against [B, T, 2, heads, d/2].
 
         Window (``slot`` None): ``keys`` / ``values`` [B, heads, T, d] are the anchor's, its key
         turned to each query's angle, and the window's frames are appended to them here.
-        Ring (``slot`` [B], T = 1): ``keys`` / ``values`` are the ring [B, heads, 1 + W, d] with
-        the anchor (turned to the query's angle) in slot 0; the frame's own key and value are
-        written into ``slot``. ``mask`` [.., T, keys] says which keys each query sees."""
+        Ring (``slot`` = (rows [B], slots [B]), T = 1): ``keys`` / ``values`` are the ring [B,
+        heads, 1 + W, d] with the anchor (turned to the query's angle) in slot 0; each row's
+        frame key and value are written into its slot. ``mask`` [.., T, keys] says which keys
+        each query sees."""
         b, t, _ = x.shape
         qkv = self.qkv(self.attn_norm(x)).view(b, t, 3, self.heads, self.head_dim)
         qk = rotate(qkv[:, :, :2], cos, sin)  # query and key share the frame's angle
@@ -124,13 +126,14 @@ class Block(nn.Module):
             keys = torch.cat([keys, qk[:, :, 1].transpose(1, 2)], dim=2)
             values = torch.cat([values, qkv[:, :, 2].transpose(1, 2)], dim=2)
         else:
-            rows = torch.arange(b, device=x.device)
-            keys[rows, :, slot] = qk[:, 0, 1]
-            values[rows, :, slot] = qkv[:, 0, 2]
+            keys[slot[0], :, slot[1]] = qk[:, 0, 1]
+            values[slot[0], :, slot[1]] = qkv[:, 0, 2]
         p = self.attention_dropout if self.training else 0.0
         attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
-        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(b, t, -1)))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        h = self.proj(attended.transpose(1, 2).reshape(b, t, -1))
+        x = x + (self.dropout(h) if self.training else h)  # (no module call per layer and frame)
+        h = self.mlp(self.mlp_norm(x))
+        return x + (self.dropout(h) if self.training else h)
 
 
 class FrameTransformer(nn.Module):
@@ -193,7 +196,7 @@ class FrameTransformer(nn.Module):
         cos, sin = self._angles(frame, prev_motion.dtype)  # [R, d/2]
         # Anchor + frames written so far; from frame W-1 on the ring is full and this is all True.
         mask = (self.slot_index[None] <= frame[:, None] + 1)[:, None, None]  # [R, 1, 1, 1 + W]
-        slot = 1 + torch.remainder(frame, self.cfg.window)
+        slot = (torch.arange(frame.shape[0], device=frame.device), 1 + torch.remainder(frame, self.cfg.window))
         # The anchor key turns with the query, so their dot product does not depend on the frame.
         cache.keys[:, :, :, 0] = rotate(cache.anchor_keys, cos[None, :, None], sin[None, :, None])
         frame_angles = (cos[:, None, None, None], sin[:, None, None, None])  # against [R, 1, 2, h, d/2]

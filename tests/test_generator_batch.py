@@ -206,3 +206,47 @@ def test_a_pose_relative_batch_equals_single_streams_with_their_own_anchors():
     together = generate_motions(relative, items, sampling=THREE)
     for a, b in zip(together, single):
         assert np.abs(a - b).max() <= TOLERANCE
+
+
+def test_streams_join_and_leave_a_step_at_any_frame_and_stay_as_alone():
+    """add() and remove(): streams start at other frames in one step (each row at its own frame),
+    leave in any order (the last stream moves into the freed row, buffers keep their memory), and
+    each stream's motion is its offline motion alone, bit for bit (float64 encoders, as the CPU
+    runs them for inference: a clip and a frame at a time then give the same features)."""
+    model = tiny_generator(seed=3).set_encoder_dtype(torch.float64)
+    spf, front = SAMPLES_PER_FRAME, model.cfg.front_left_samples
+    frames = 30
+    clips = [(speech_like((frames + 16) * spf, 40 + k), speech_like((frames + 16) * spf, 50 + k)) for k in range(3)]
+    anchors, seeds = [anchor_frame(10 + k) for k in range(3)], [3, 8, 3]
+    alone = [generate_motion(model, a, b, anchors[k], seed=seeds[k], sampling=THREE)[:frames]
+             for k, (a, b) in enumerate(clips)]
+    padded = [[np.concatenate([np.zeros(front, np.float32), x]) for x in clip] for clip in clips]
+    joins, leaves = {0: 0, 5: 1, 9: 2}, {12: 0, 20: 2}
+    with torch.inference_mode():
+        step = FrameStep(model, np.zeros((0, model.cfg.motion_dim)), [], THREE, capacity=4)
+        memory = step._cache.keys.data_ptr()
+        row_of, started, out = {}, {}, {k: [] for k in range(3)}
+        for t in range(frames + 10):
+            if t in joins:
+                k = joins[t]
+                row_of[k], started[k] = step.add(anchors[k], seeds[k]), t
+            if t in leaves:
+                freed = row_of.pop(leaves[t])
+                moved_from = step.remove(freed)
+                for k, r in row_of.items():
+                    if r == moved_from:
+                        row_of[k] = freed
+            if not row_of:
+                break
+            for k, r in row_of.items():
+                f = t - started[k]
+                for stream, buffer in enumerate(step.audio):
+                    buffer[r] = torch.from_numpy(padded[k][stream][f * spf: f * spf + buffer.shape[1]])
+            motion = step().numpy()
+            for k, r in row_of.items():
+                if t - started[k] < frames:
+                    out[k].append(motion[r].copy())
+        assert step._cache.keys.data_ptr() == memory
+    for k in range(3):
+        assert len(out[k]) > 5
+        assert np.array_equal(np.stack(out[k]), alone[k][:len(out[k])]), k

@@ -90,27 +90,34 @@ def frame_noise(keys: torch.Tensor, frames: torch.Tensor, dim: int | torch.Tenso
 # -- the step ------------------------------------------------------------------------------
 
 class FrameStep:
-    """One frame of B streams, every varying quantity in a device tensor.
+    """One frame of up to ``capacity`` streams, every varying quantity in a device tensor.
 
-    ``anchors`` [B, D] (raw motion) and one integer seed per stream. Per frame, either
-    write each stream's audio slice into ``audio[SELF]`` / ``audio[OTHER]`` ([B,
-    step_samples]: the samples frame f reads, from ``640 f - front_left_samples``) and
-    call the object, or hand over both encoders' features of the frame to ``sample``
-    (offline generation encodes a whole clip in one call). Returns ``motion`` [B, D]
-    (raw units; the same buffer every frame). Call inside ``torch.inference_mode()``.
+    Streams occupy rows 0 .. ``active`` - 1; ``anchors`` [B, D] (raw motion) and one
+    integer seed each start the first B, ``add`` / ``remove`` let streams join and leave
+    later (a leaving stream's place is taken by the last one, so the active rows stay a
+    prefix and every buffer keeps its memory: a CUDA graph captured on the first n rows
+    stays valid). Per frame, either write each stream's audio slice into ``audio[SELF]`` /
+    ``audio[OTHER]`` (rows [active, step_samples]: the samples frame f reads, from
+    ``640 f - front_left_samples``) and call the object, or hand both encoders' features of
+    the frame to ``sample``. Returns ``motion`` [active, D] (raw units). Call inside
+    ``torch.inference_mode()``.
     """
 
-    def __init__(self, model: Generator, anchors, seeds: Sequence[int], sampling: Sampling = Sampling()) -> None:
+    def __init__(self, model: Generator, anchors, seeds: Sequence[int], sampling: Sampling = Sampling(),
+                 capacity: int | None = None) -> None:
         self.model, self.sampling = model, sampling
         cfg, device, dtype = model.cfg, model.device, model.dtype
-        anchors = torch.as_tensor(np.asarray(anchors, dtype=np.float32), device=device).to(dtype)
-        if anchors.dim() != 2 or anchors.shape[1] != cfg.motion_dim or anchors.shape[0] < 1:
+        anchors = np.asarray(anchors, dtype=np.float32)
+        if anchors.ndim != 2 or anchors.shape[1] != cfg.motion_dim:
             raise InputError(f"anchors must be [streams, {cfg.motion_dim}], got {tuple(anchors.shape)}")
         seeds = [int(s) for s in np.atleast_1d(np.asarray(seeds))]
-        if len(seeds) != anchors.shape[0]:
-            raise InputError(f"{anchors.shape[0]} anchors need as many seeds, got {len(seeds)}")
+        if len(seeds) != len(anchors):
+            raise InputError(f"{len(anchors)} anchors need as many seeds, got {len(seeds)}")
+        self.capacity = len(anchors) if capacity is None else int(capacity)
+        if self.capacity < max(len(anchors), 1):
+            raise InputError(f"capacity {self.capacity} cannot hold {len(anchors)} streams")
         plan = sampling.plan
-        self.branches = plan.size
+        self.branches = n = plan.size
         keep_self, keep_other, self._keep_anchor = plan.keep_masks(device)
         # [n], or [n, D] when the pose channels have their own coefficients.
         self._weights = plan.weight_tensor(device, dtype, cfg.motion_dim)
@@ -118,28 +125,47 @@ class FrameStep:
         # Flow-time terms depend only on the step index: computed once.
         self._time_emb, time_mod = model.head.time_terms(self._sigmas[:-1])
         self._time_mod = [[tuple(t[i] for t in block) for block in time_mod] for i in range(sampling.steps)]
-
-        b = anchors.shape[0]
-        self._keep = (keep_self.repeat(b), keep_other.repeat(b))
-        # The raw anchor's pose shift (pose_relative models work relative to it) and the anchor
-        # in the model's units: the first frame's context and the anchor token's input.
-        self.shift = model.pose_shift(anchors)
-        self.anchor = model.to_model(anchors, anchors)
-        self.noise_keys = seed_keys(torch.tensor(seeds, dtype=torch.int64, device=device))
         self._channels = torch.arange(cfg.motion_dim, device=device, dtype=torch.int64)
-        self.seeds = seeds
-        encoders = model.encoders
-        self.audio = [torch.zeros(b, e.step_samples, device=device, dtype=dtype) for e in encoders]
-        self.encoder_states = [e.initial_state(b, device) for e in encoders]
-        tokens = model.anchor_token(self.rows(self.anchor), self._keep_anchor.repeat(b))
-        self.cache = model.transformer.new_cache(tokens)
-        self.frame = torch.zeros(b, dtype=torch.int64, device=device)
-        self.previous = self.anchor[:, None].clone()  # [B, 1, D] model units
-        self.motion = torch.zeros(b, cfg.motion_dim, device=device, dtype=dtype)
 
+        c, d = self.capacity, cfg.motion_dim
+        self._keep = (keep_self.repeat(c), keep_other.repeat(c))
+        # Per stream: the anchor in the model's units (the first frame's context and the anchor
+        # token's input), the raw anchor's pose shift (pose-relative models work relative to
+        # it), the noise key, the frame index, the fed-back previous frame and the output.
+        self._anchor = torch.zeros(c, d, device=device, dtype=dtype)
+        self._shift = torch.zeros(c, d, device=device, dtype=dtype)
+        self._noise_keys = torch.zeros(c, dtype=torch.int64, device=device)
+        self._frame = torch.zeros(c, dtype=torch.int64, device=device)
+        self._previous = torch.zeros(c, 1, d, device=device, dtype=dtype)
+        self._motion = torch.zeros(c, d, device=device, dtype=dtype)
+        self._audio = [torch.zeros(c, e.step_samples, device=device, dtype=dtype) for e in model.encoders]
+        self._states = [e.initial_state(c, device) for e in model.encoders]
+        self._cache = model.transformer.empty_cache(c * n, device, dtype)
+        self.active, self.seeds = 0, []
+        for anchor, seed in zip(anchors, seeds):
+            self.add(anchor, seed)
+
+    # -- the active rows --------------------------------------------------------------------
     @property
     def streams(self) -> int:
-        return self.anchor.shape[0]
+        return self.active
+
+    def _per_stream(self) -> list[torch.Tensor]:
+        """Every buffer with one row per stream (dim 0), encoder states included."""
+        return [self._anchor, self._shift, self._noise_keys, self._frame, self._previous, self._motion,
+                *self._audio, *self._states[0], *self._states[1]]
+
+    @property
+    def audio(self) -> list[torch.Tensor]:
+        return [a[:self.active] for a in self._audio]
+
+    @property
+    def motion(self) -> torch.Tensor:
+        return self._motion[:self.active]
+
+    @property
+    def frame(self) -> torch.Tensor:
+        return self._frame[:self.active]
 
     def rows(self, per_stream: torch.Tensor) -> torch.Tensor:
         """[B, ...] -> [B * n, ...]: each stream's tensor repeated for its n guidance branches."""
@@ -148,50 +174,100 @@ class FrameStep:
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Every buffer a frame writes (for snapshots around a graph's warm-up)."""
-        return [*self.encoder_states[0], *self.encoder_states[1], self.cache.keys, self.cache.values,
-                self.frame, self.previous, self.motion]
+        return [*self._states[0], *self._states[1], self._cache.keys, self._cache.values, self._frame,
+                self._previous, self._motion]
 
-    def reset(self) -> None:
-        """Back to frame 0 for every stream: empty ring, encoder states zero, face at the anchor."""
-        self.cache.keys[:, :, :, 1:].zero_()
-        self.cache.values[:, :, :, 1:].zero_()
-        for state in (*self.encoder_states[0], *self.encoder_states[1]):
-            state.zero_()
-        self.frame.zero_()
-        self.previous.copy_(self.anchor[:, None])
-        self.motion.zero_()
+    # -- streams joining and leaving --------------------------------------------------------
+    def add(self, anchor, seed: int) -> int:
+        """A new stream at frame 0 with this anchor (raw motion [D]) and seed; returns its row."""
+        if self.active >= self.capacity:
+            raise InputError(f"all {self.capacity} streams of this step are in use")
+        model, row, n = self.model, self.active, self.branches
+        anchor = torch.as_tensor(np.asarray(anchor, dtype=np.float32), device=model.device).to(model.dtype)[None]
+        if anchor.shape != (1, model.cfg.motion_dim):
+            raise InputError(f"an anchor must have {model.cfg.motion_dim} values, got {tuple(anchor.shape[1:])}")
+        self._shift[row] = model.pose_shift(anchor)[0]
+        self._anchor[row] = model.to_model(anchor, anchor)[0]
+        self._noise_keys[row] = seed_keys(torch.tensor([int(seed)], dtype=torch.int64, device=model.device))[0]
+        tokens = model.anchor_token(self.rows(self._anchor[row:row + 1]), self._keep_anchor)
+        model.transformer.set_anchor(self._cache, slice(row * n, (row + 1) * n), tokens)
+        self.active += 1
+        self.seeds.append(int(seed))
+        self._restart(slice(row, row + 1))
+        return row
+
+    def remove(self, row: int) -> int | None:
+        """Drop the stream in ``row``; the last stream moves into its place. Returns the row the
+        moved stream came from (None when the removed one was the last)."""
+        if not 0 <= row < self.active:
+            raise ValueError(f"no stream in row {row} (active {self.active})")
+        last = self.active - 1
+        if row != last:
+            self._copy_rows(torch.tensor([last], device=self._frame.device), row)
+            self.seeds[row] = self.seeds[last]
+        self.seeds.pop()
+        self.active -= 1
+        return last if row != last else None
 
     def keep(self, streams: Sequence[int]) -> None:
-        """Keep only these streams (indices, in their new order); the rest have ended."""
-        index = torch.as_tensor(list(streams), dtype=torch.int64, device=self.frame.device)
-        if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= self.streams:
-            raise ValueError(f"keep({list(streams)}) with {self.streams} streams")
-        rows = (index[:, None] * self.branches + torch.arange(self.branches, device=index.device)).reshape(-1)
-        # Contiguous copies (once per change): every later frame reads them whole.
-        self.cache = self.cache.select(rows)
-        for name in ("shift", "anchor", "noise_keys", "frame", "previous", "motion"):
-            setattr(self, name, getattr(self, name).index_select(0, index).contiguous())
-        self.audio = [a.index_select(0, index).contiguous() for a in self.audio]
-        self.encoder_states = [[s.index_select(0, index).contiguous() for s in states]
-                               for states in self.encoder_states]
-        self._keep = tuple(k.view(-1, self.branches).index_select(0, index).reshape(-1) for k in self._keep)
+        """Keep only these streams (rows, in their new order); the rest have ended."""
+        index = torch.as_tensor(list(streams), dtype=torch.int64, device=self._frame.device)
+        if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= self.active:
+            raise ValueError(f"keep({list(streams)}) with {self.active} streams")
+        self._copy_rows(index, 0)
         self.seeds = [self.seeds[i] for i in index.tolist()]
+        self.active = index.numel()
 
-    def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both encoders' features [B, A] of the frame whose audio is in ``audio``."""
+    def _copy_rows(self, index: torch.Tensor, start: int) -> None:
+        """Streams ``index`` copied into rows start, start + 1, ... (in place: buffers keep
+        their memory)."""
+        k, n = index.numel(), self.branches
+        for tensor in self._per_stream():
+            tensor[start:start + k] = tensor.index_select(0, index)
+        rows = (index[:, None] * n + torch.arange(n, device=index.device)).reshape(-1)
+        for tensor in (self._cache.keys, self._cache.values, self._cache.anchor_keys):
+            tensor[:, start * n:(start + k) * n] = tensor.index_select(1, rows)
+
+    def _restart(self, streams: slice) -> None:
+        """These streams back to frame 0: empty ring (anchor kept), encoder states zero, the face
+        at the anchor."""
+        n = self.branches
+        rows = slice(streams.start * n, streams.stop * n)
+        self._cache.keys[:, rows, :, 1:] = 0
+        self._cache.values[:, rows, :, 1:] = 0
+        for state in (*self._states[0], *self._states[1]):
+            state[streams] = 0
+        self._frame[streams] = 0
+        self._previous[streams] = self._anchor[streams, None]
+        self._motion[streams] = 0
+
+    def reset(self) -> None:
+        """Back to frame 0 for every stream."""
+        self._restart(slice(0, self.active))
+
+    # -- the frame --------------------------------------------------------------------------
+    def encode(self, streams: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both encoders' features [B, A] of the frame whose audio is in ``audio`` (the first
+        ``streams`` rows; default the active ones)."""
+        b = self.active if streams is None else streams
         features = []
-        for encoder, audio, state in zip(self.model.encoders, self.audio, self.encoder_states):
-            out, new_state = encoder(audio, 1, state)
+        for encoder, audio, state in zip(self.model.encoders, self._audio, self._states):
+            state = [s[:b] for s in state]
+            out, new_state = encoder(audio[:b], 1, state)
             for buffer, value in zip(state, new_state):
                 buffer.copy_(value)
             features.append(out[:, 0])
         return features[0], features[1]
 
     def sample(self, self_features: torch.Tensor, other_features: torch.Tensor) -> torch.Tensor:
-        """Both streams' features [B, A] of this frame -> its motion [B, D] (raw units)."""
-        model, b, n = self.model, self.streams, self.branches
-        fused = model.fuse_audio(self.rows(self_features), self.rows(other_features), *self._keep)[:, None]
-        condition = model.transformer.step(self.rows(self.previous), fused, self.cache, self.rows(self.frame))[:, 0]
+        """Both encoders' features [B, A] of this frame for the first B rows -> their motion
+        [B, D] (raw units)."""
+        model, n = self.model, self.branches
+        b = self_features.shape[0]
+        frame, previous = self._frame[:b], self._previous[:b]
+        fused = model.fuse_audio(self.rows(self_features), self.rows(other_features),
+                                 self._keep[0][:b * n], self._keep[1][:b * n])[:, None]
+        condition = model.transformer.step(self.rows(previous), fused, self._cache.rows(b * n), self.rows(frame))[:, 0]
         cond, cond_mod = model.head.condition(condition)
         # Output modulation for every step at once: [steps, B * n, width] each.
         out_shift, out_scale = model.head.output_terms(cond[None], self._time_emb[:, None])
@@ -201,12 +277,15 @@ class FrameStep:
             x0 = model.head.denoise(self.rows(x), cond_mod, self._time_mod[i], (out_shift[i], out_scale[i]))
             return plan.combine(x0.view(b, n, -1), weights)  # [B, n, D] -> [B, D]
 
-        noise = frame_noise(self.noise_keys, self.frame, self._channels, self.previous.dtype)
+        noise = frame_noise(self._noise_keys[:b], frame, self._channels, previous.dtype)
         sample = euler_sample(denoise, noise, self._sigmas)  # [B, D] model units
-        self.previous.copy_(sample[:, None])
-        self.motion.copy_(model.denormalise(sample) + self.shift)
-        self.frame.add_(1)
-        return self.motion
+        previous.copy_(sample[:, None])
+        motion = self._motion[:b]
+        motion.copy_(model.denormalise(sample) + self._shift[:b])
+        frame.add_(1)
+        return motion
 
-    def __call__(self) -> torch.Tensor:
-        return self.sample(*self.encode())
+    def __call__(self, streams: int | None = None) -> torch.Tensor:
+        """One frame of the first ``streams`` rows (default: the active ones; a CUDA graph is
+        captured for a fixed count) -> their motion [streams, D]."""
+        return self.sample(*self.encode(streams))

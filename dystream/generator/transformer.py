@@ -81,9 +81,9 @@ class RingCache:
     values: torch.Tensor
     anchor_keys: torch.Tensor  # [layers, R, heads, head_dim], unrotated
 
-    def select(self, rows: torch.Tensor) -> "RingCache":
-        """The cache of these rows only (contiguous copies)."""
-        return RingCache(*(t.index_select(1, rows).contiguous() for t in (self.keys, self.values, self.anchor_keys)))
+    def rows(self, count: int) -> "RingCache":
+        """The first ``count`` rows (views: writes go into this cache)."""
+        return RingCache(self.keys[:, :count], self.values[:, :count], self.anchor_keys[:, :count])
 
 
 class Block(nn.Module):
@@ -178,14 +178,26 @@ class FrameTransformer(nn.Module):
         return self.out_norm(x)
 
     # -- one frame per row ------------------------------------------------
+    def empty_cache(self, rows: int, device=None, dtype=torch.float32) -> RingCache:
+        """A ring for ``rows`` rows, anchors unset (``set_anchor``)."""
+        shape = (len(self.blocks), rows, self.cfg.heads, 1 + self.cfg.window, self.head_dim)
+        return RingCache(keys=torch.zeros(shape, device=device, dtype=dtype),
+                         values=torch.zeros(shape, device=device, dtype=dtype),
+                         anchor_keys=torch.zeros(shape[:3] + shape[4:], device=device, dtype=dtype))
+
+    def set_anchor(self, cache: RingCache, rows: slice, anchor_token: torch.Tensor) -> None:
+        """Each block's key and value of the anchor tokens [R, 1, H] into these rows of the ring
+        (its value in slot 0; its key kept unrotated, turned to the query's angle per step)."""
+        for i, block in enumerate(self.blocks):
+            key, value = block.anchor_kv(anchor_token)
+            cache.anchor_keys[i, rows] = key[:, :, 0]
+            cache.values[i, rows, :, 0] = value[:, :, 0]
+
     def new_cache(self, anchor_token: torch.Tensor) -> RingCache:
         """An empty ring for rows whose anchor tokens are ``anchor_token`` [R, 1, H]."""
-        r = anchor_token.shape[0]
-        shape = (len(self.blocks), r, self.cfg.heads, 1 + self.cfg.window, self.head_dim)
-        keys, values = anchor_token.new_zeros(shape), anchor_token.new_zeros(shape)
-        anchor = [block.anchor_kv(anchor_token) for block in self.blocks]
-        values[:, :, :, :1] = torch.stack([v for _, v in anchor])
-        return RingCache(keys=keys, values=values, anchor_keys=torch.stack([k[:, :, 0] for k, _ in anchor]))
+        cache = self.empty_cache(anchor_token.shape[0], anchor_token.device, anchor_token.dtype)
+        self.set_anchor(cache, slice(0, anchor_token.shape[0]), anchor_token)
+        return cache
 
     def step(self, prev_motion: torch.Tensor, fused_audio: torch.Tensor, cache: RingCache,
              frame: torch.Tensor) -> torch.Tensor:
@@ -193,13 +205,14 @@ class FrameTransformer(nn.Module):
         index ``frame`` [R] (int64, a device tensor) -> c_t [R, 1, H]; writes the frame into
         the ring. The same attention as ``forward`` over the anchor and the row's last W
         frames; every index comes from tensors, so a CUDA graph can replay it."""
+        rows, half = frame.shape[0], self.head_dim // 2
         cos, sin = self._angles(frame, prev_motion.dtype)  # [R, d/2]
         # Anchor + frames written so far; from frame W-1 on the ring is full and this is all True.
-        mask = (self.slot_index[None] <= frame[:, None] + 1)[:, None, None]  # [R, 1, 1, 1 + W]
-        slot = (torch.arange(frame.shape[0], device=frame.device), 1 + torch.remainder(frame, self.cfg.window))
+        mask = (self.slot_index <= (frame + 1).view(rows, 1)).view(rows, 1, 1, -1)  # [R, 1, 1, 1 + W]
+        slot = (torch.arange(rows, device=frame.device), 1 + torch.remainder(frame, self.cfg.window))
         # The anchor key turns with the query, so their dot product does not depend on the frame.
-        cache.keys[:, :, :, 0] = rotate(cache.anchor_keys, cos[None, :, None], sin[None, :, None])
-        frame_angles = (cos[:, None, None, None], sin[:, None, None, None])  # against [R, 1, 2, h, d/2]
+        cache.keys[:, :, :, 0] = rotate(cache.anchor_keys, cos.view(1, rows, 1, half), sin.view(1, rows, 1, half))
+        frame_angles = (cos.view(rows, 1, 1, 1, half), sin.view(rows, 1, 1, 1, half))  # against [R, 1, 2, h, d/2]
         x = self.motion_in(prev_motion)
         for i, block in enumerate(self.blocks):
             x = block(x + fused_audio, *frame_angles, cache.keys[i], cache.values[i], mask, slot)

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dystream.audio.stream import AudioFormat, AudioStream
 from dystream.config import OTHER, SELF, STREAM_NAMES
 from dystream.errors import InputError
 from dystream.generator.model import Generator
@@ -78,12 +79,16 @@ class StreamingSession:
     into frames (barge-in: the agent's queued speech is cancelled). ``reset()`` starts over.
     ``to_photo`` maps the generated motion onto a photo (``Avatar.on_photo``) and
     ``render`` turns motion [T, D] into frames [T, H, W, 3] (``Pipeline.session`` sets both).
-    On a CPU each frame step runs on one torch thread, as offline generation does.
+    ``formats`` declares each stream's audio ({"self": AudioFormat(...), ...}; default
+    float32 at 16 kHz, mono): chunks are converted from it or refused
+    (:mod:`dystream.audio.stream`). On a CPU each frame step runs on one torch thread, as
+    offline generation does.
     """
 
     def __init__(self, model: Generator, anchor, *, seed: int = 0, sampling: Sampling = Sampling(),
                  to_photo: Callable[[np.ndarray], np.ndarray] | None = None,
-                 render: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 render: Callable[[np.ndarray], np.ndarray] | None = None,
+                 formats: dict[str, AudioFormat] | None = None) -> None:
         self.model = model.eval()
         self.cfg = model.cfg
         self.to_photo, self.render = to_photo, render
@@ -94,6 +99,12 @@ class StreamingSession:
             self.step = FrameStep(model, anchor[None], [int(seed)], sampling)
         self.streams = tuple(_StreamBuffer(self.cfg.front_left_samples, encoder.step_samples,
                                            self.cfg.samples_per_frame) for encoder in model.encoders)
+        formats = dict(formats or {})
+        unknown = set(formats) - set(STREAM_NAMES)
+        if unknown:
+            raise InputError(f"formats for unknown streams {sorted(unknown)}: use {', '.join(STREAM_NAMES)}")
+        self.formats = [formats.get(name, AudioFormat()) for name in STREAM_NAMES]
+        self.inputs = [AudioStream(f, name=f"{name} audio") for f, name in zip(self.formats, STREAM_NAMES)]
         self.frames_emitted = 0
 
     # -- feeding -----------------------------------------------------------
@@ -106,10 +117,9 @@ class StreamingSession:
         raise InputError(f"unknown stream {stream!r}: use 'self'/'other' or {SELF}/{OTHER}")
 
     def feed(self, stream, samples) -> list[StreamFrame]:
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if not np.all(np.isfinite(samples)):
-            raise InputError("audio chunk contains NaN or infinite samples")
-        self.streams[self._stream_index(stream)].append(samples)
+        """A chunk of ``stream`` ("self" / "other") in its declared format (bytes or an array)."""
+        index = self._stream_index(stream)
+        self.streams[index].append(self.inputs[index].convert(samples))
         return self._advance()
 
     def _advance(self) -> list[StreamFrame]:
@@ -133,6 +143,10 @@ class StreamingSession:
     # -- utterance control ---------------------------------------------------
     def flush(self) -> list[StreamFrame]:
         """Emit every frame that covers received audio, assuming silence after it."""
+        for index, stream in enumerate(self.inputs):  # what a resampler still holds is audio received
+            if stream.format.sample_rate != self.cfg.sample_rate:
+                self.streams[index].append(stream.flush())
+                self.inputs[index] = AudioStream(stream.format, name=stream.name)
         spf = self.cfg.samples_per_frame
         last_frame = max(-(-max(0, s.end) // spf) for s in self.streams)  # frames touched by any sample
         if last_frame <= self.frames_emitted:
@@ -157,4 +171,5 @@ class StreamingSession:
             self.step.reset()
         for s in self.streams:
             s.reset()
+        self.inputs = [AudioStream(s.format, name=s.name) for s in self.inputs]
         self.frames_emitted = 0

@@ -291,3 +291,15 @@ def test_batched_mouth_and_lids_paint_each_photo_like_the_single_photo_path():
                                    mouth_windows[b], skins[b])
             assert (batched[b] - single).abs().max() < 1e-3
     assert torch.equal(batched[0, 0], base[0, 0]) and not torch.equal(batched[0, 1], base[0, 1])
+
+
+def test_the_median_of_five_by_comparisons_is_torch_median():
+    from dystream.autoencoder.mesh.warp import _median_of_five
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(4, 2, 12, 16, generator=g).to(dtype)
+        x[0, 0, 0, :8] = 1.0                          # ties
+        x[1, 1] = torch.randint(0, 3, (12, 16), generator=g).to(dtype)  # many ties
+        v = [x[..., k:k + 12] for k in range(5)]
+        assert torch.equal(_median_of_five(v), torch.stack(v, -1).median(-1).values)

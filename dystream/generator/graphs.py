@@ -29,24 +29,28 @@ def graphs_enabled() -> bool:
 
 
 class GraphedFrameStep:
-    """A ``FrameStep`` captured once in a CUDA graph; each call replays it. Its buffers
-    (``audio``, ``motion``, state) are the step's: write and read them the same way."""
+    """A ``FrameStep`` of its first ``streams`` rows (default: the active ones) captured once in
+    a CUDA graph; each call replays it. Its buffers (``audio``, ``motion``, state) are the
+    step's: write and read them the same way. The step's streams may join and leave later
+    (their buffers keep their memory); the graph always steps the first ``streams`` rows
+    (``masked``: advancing those the step's ``advance`` marks, as ``FrameStep(masked=True)``)."""
 
-    def __init__(self, step: FrameStep, warmup: int = 3) -> None:
-        self.step = step
+    def __init__(self, step: FrameStep, warmup: int = 3, streams: int | None = None, masked: bool = False) -> None:
+        self.step, self.masked = step, masked
+        self.streams = step.active if streams is None else int(streams)
         snapshot = [t.clone() for t in step.state_tensors()]
         # Warm-up on a side stream (cuBLAS handles and plans are made outside the capture).
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(warmup):
-                step()
+                step(self.streams, masked)
         torch.cuda.current_stream().wait_stream(side)
         for buffer, saved in zip(step.state_tensors(), snapshot):  # the warm-up frames never happened
             buffer.copy_(saved)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            step()
+            self._motion = step(self.streams, masked)
         torch.cuda.synchronize()
 
     def __getattr__(self, name: str):
@@ -55,7 +59,7 @@ class GraphedFrameStep:
 
     def __call__(self) -> torch.Tensor:
         self.graph.replay()
-        return self.step.motion
+        return self._motion
 
 
 def frame_step(model: Generator, anchors, seeds: Sequence[int], sampling: Sampling = Sampling(), *,

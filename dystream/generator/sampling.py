@@ -141,6 +141,9 @@ class FrameStep:
         self._audio = [torch.zeros(c, e.step_samples, device=device, dtype=dtype) for e in model.encoders]
         self._states = [e.initial_state(c, device) for e in model.encoders]
         self._cache = model.transformer.empty_cache(c * n, device, dtype)
+        # Which streams a masked step advances (``step(..., masked=True)``); the others compute
+        # but keep their state, so streams of one batch can be at their own pace.
+        self.advance = torch.ones(c, dtype=torch.bool, device=device)
         self.active, self.seeds = 0, []
         for anchor, seed in zip(anchors, seeds):
             self.add(anchor, seed)
@@ -246,28 +249,32 @@ class FrameStep:
         self._restart(slice(0, self.active))
 
     # -- the frame --------------------------------------------------------------------------
-    def encode(self, streams: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, streams: int | None = None, masked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Both encoders' features [B, A] of the frame whose audio is in ``audio`` (the first
-        ``streams`` rows; default the active ones)."""
+        ``streams`` rows; default the active ones); ``masked``: only the streams ``advance``
+        marks keep their new encoder state."""
         b = self.active if streams is None else streams
         features = []
         for encoder, audio, state in zip(self.model.encoders, self._audio, self._states):
             state = [s[:b] for s in state]
             out, new_state = encoder(audio[:b], 1, state)
             for buffer, value in zip(state, new_state):
-                buffer.copy_(value)
+                buffer.copy_(torch.where(self.advance[:b, None, None], value, buffer) if masked else value)
             features.append(out[:, 0])
         return features[0], features[1]
 
-    def sample(self, self_features: torch.Tensor, other_features: torch.Tensor) -> torch.Tensor:
+    def sample(self, self_features: torch.Tensor, other_features: torch.Tensor, masked: bool = False) -> torch.Tensor:
         """Both encoders' features [B, A] of this frame for the first B rows -> their motion
-        [B, D] (raw units)."""
+        [B, D] (raw units). ``masked``: only the streams ``advance`` marks move on a frame (ring,
+        previous frame, frame index); the others' motion is computed and thrown away."""
         model, n = self.model, self.branches
         b = self_features.shape[0]
         frame, previous = self._frame[:b], self._previous[:b]
+        commit = self.rows(self.advance[:b]) if masked else None
         fused = model.fuse_audio(self.rows(self_features), self.rows(other_features),
                                  self._keep[0][:b * n], self._keep[1][:b * n])[:, None]
-        condition = model.transformer.step(self.rows(previous), fused, self._cache.rows(b * n), self.rows(frame))[:, 0]
+        condition = model.transformer.step(self.rows(previous), fused, self._cache.rows(b * n), self.rows(frame),
+                                           commit)[:, 0]
         cond, cond_mod = model.head.condition(condition)
         # Output modulation for every step at once: [steps, B * n, width] each.
         out_shift, out_scale = model.head.output_terms(cond[None], self._time_emb[:, None])
@@ -279,13 +286,19 @@ class FrameStep:
 
         noise = frame_noise(self._noise_keys[:b], frame, self._channels, previous.dtype)
         sample = euler_sample(denoise, noise, self._sigmas)  # [B, D] model units
-        previous.copy_(sample[:, None])
         motion = self._motion[:b]
-        motion.copy_(model.denormalise(sample) + self._shift[:b])
-        frame.add_(1)
+        if masked:
+            advance = self.advance[:b]
+            previous.copy_(torch.where(advance[:, None, None], sample[:, None], previous))
+            motion.copy_(torch.where(advance[:, None], model.denormalise(sample) + self._shift[:b], motion))
+            frame.add_(advance.to(frame.dtype))
+        else:
+            previous.copy_(sample[:, None])
+            motion.copy_(model.denormalise(sample) + self._shift[:b])
+            frame.add_(1)
         return motion
 
-    def __call__(self, streams: int | None = None) -> torch.Tensor:
+    def __call__(self, streams: int | None = None, masked: bool = False) -> torch.Tensor:
         """One frame of the first ``streams`` rows (default: the active ones; a CUDA graph is
-        captured for a fixed count) -> their motion [streams, D]."""
-        return self.sample(*self.encode(streams))
+        captured for a fixed count) -> their motion [streams, D]; ``masked``: see ``sample``."""
+        return self.sample(*self.encode(streams, masked), masked)

@@ -108,7 +108,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
                 values: torch.Tensor, mask: torch.Tensor,
-                slot: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                slot: tuple[torch.Tensor, torch.Tensor] | None = None,
+                commit: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, H] -> [B, T, H]; ``cos``/``sin``: the frames' rotary angles, broadcasting
         against [B, T, 2, heads, d/2].
 
@@ -117,7 +118,8 @@ class Block(nn.Module):
         Ring (``slot`` = (rows [B], slots [B]), T = 1): ``keys`` / ``values`` are the ring [B,
         heads, 1 + W, d] with the anchor (turned to the query's angle) in slot 0; each row's
         frame key and value are written into its slot. ``mask`` [.., T, keys] says which keys
-        each query sees."""
+        each query sees. ``commit`` [B] bool: only these rows write the ring (the others keep
+        their slot as it was; their output is computed all the same)."""
         b, t, _ = x.shape
         qkv = self.qkv(self.attn_norm(x)).view(b, t, 3, self.heads, self.head_dim)
         qk = rotate(qkv[:, :, :2], cos, sin)  # query and key share the frame's angle
@@ -126,8 +128,12 @@ class Block(nn.Module):
             keys = torch.cat([keys, qk[:, :, 1].transpose(1, 2)], dim=2)
             values = torch.cat([values, qkv[:, :, 2].transpose(1, 2)], dim=2)
         else:
-            keys[slot[0], :, slot[1]] = qk[:, 0, 1]
-            values[slot[0], :, slot[1]] = qkv[:, 0, 2]
+            key, value = qk[:, 0, 1], qkv[:, 0, 2]
+            if commit is not None:
+                key = torch.where(commit[:, None, None], key, keys[slot[0], :, slot[1]])
+                value = torch.where(commit[:, None, None], value, values[slot[0], :, slot[1]])
+            keys[slot[0], :, slot[1]] = key
+            values[slot[0], :, slot[1]] = value
         p = self.attention_dropout if self.training else 0.0
         attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
         h = self.proj(attended.transpose(1, 2).reshape(b, t, -1))
@@ -200,11 +206,12 @@ class FrameTransformer(nn.Module):
         return cache
 
     def step(self, prev_motion: torch.Tensor, fused_audio: torch.Tensor, cache: RingCache,
-             frame: torch.Tensor) -> torch.Tensor:
+             frame: torch.Tensor, commit: torch.Tensor | None = None) -> torch.Tensor:
         """One frame per row: prev_motion [R, 1, D], fused_audio [R, 1, H], each row's frame
         index ``frame`` [R] (int64, a device tensor) -> c_t [R, 1, H]; writes the frame into
-        the ring. The same attention as ``forward`` over the anchor and the row's last W
-        frames; every index comes from tensors, so a CUDA graph can replay it."""
+        the ring (only the rows ``commit`` [R] marks, when given). The same attention as
+        ``forward`` over the anchor and the row's last W frames; every index comes from
+        tensors, so a CUDA graph can replay it."""
         rows, half = frame.shape[0], self.head_dim // 2
         cos, sin = self._angles(frame, prev_motion.dtype)  # [R, d/2]
         # Anchor + frames written so far; from frame W-1 on the ring is full and this is all True.
@@ -215,5 +222,5 @@ class FrameTransformer(nn.Module):
         frame_angles = (cos.view(rows, 1, 1, 1, half), sin.view(rows, 1, 1, 1, half))  # against [R, 1, 2, h, d/2]
         x = self.motion_in(prev_motion)
         for i, block in enumerate(self.blocks):
-            x = block(x + fused_audio, *frame_angles, cache.keys[i], cache.values[i], mask, slot)
+            x = block(x + fused_audio, *frame_angles, cache.keys[i], cache.values[i], mask, slot, commit)
         return self.out_norm(x)

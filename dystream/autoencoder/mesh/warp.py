@@ -94,10 +94,26 @@ def _settle_folds(offset: torch.Tensor, spacing: float) -> torch.Tensor:
     # Separable 5-tap medians (rows, then columns): close to a 5x5 median at a fifth
     # of the sorting work.
     padded = F.pad(offset, (2, 2, 2, 2), mode="replicate")
-    rows = padded.unfold(3, 5, 1).median(dim=-1).values                     # [T, 2, G+4, G]
-    median = rows.unfold(2, 5, 1).median(dim=-1).values                       # [T, 2, G, G]
+    width, height = padded.shape[3] - 4, padded.shape[2] - 4
+    rows = _median_of_five([padded[..., k:k + width] for k in range(5)])               # [T, 2, G+4, G]
+    median = _median_of_five([rows[..., k:k + height, :] for k in range(5)])           # [T, 2, G, G]
     jump = (offset - median).norm(dim=1, keepdim=True) > FOLD_JUMP_CELLS * spacing
     return torch.where(jump, median, offset)
+
+
+def _median_of_five(v: list[torch.Tensor]) -> torch.Tensor:
+    """The element-wise median of five tensors by comparisons (exactly ``median`` of them
+    stacked, many times faster than sorting on a CPU). Of two sorted pairs (a <= b),
+    (c <= d), the smaller of a and c is below three others and never the median of the
+    five; of what is left the median is the second smallest of the two sorted pairs
+    (rest, e) and (c, d): min(max(first elements), min(second elements))."""
+    a, b = torch.minimum(v[0], v[1]), torch.maximum(v[0], v[1])
+    c, d = torch.minimum(v[2], v[3]), torch.maximum(v[2], v[3])
+    first = a <= c   # drop a (b stays) or drop c (d stays, and a, b take the place of c, d)
+    rest = torch.where(first, b, d)
+    c, d = torch.where(first, c, a), torch.where(first, d, b)
+    x, y = torch.minimum(rest, v[4]), torch.maximum(rest, v[4])
+    return torch.minimum(torch.maximum(x, c), torch.minimum(y, d))
 
 
 def backward_map(forward: torch.Tensor, output_size: int, steps: int = INVERSION_STEPS) -> torch.Tensor:

@@ -19,6 +19,7 @@ from dystream.errors import DystreamError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("dystream.commands.demo", "bundled photo + bundled two-voice conversation -> mp4 (talking and listening)"),
     "generate": ("dystream.commands.generate", "photo + self/other audio files -> mp4 and motion, offline"),
+    "serve": ("dystream.commands.serve", "live: a WebSocket server and a page to talk to a photo"),
     "data": ("dystream.data.cli", "make and inspect training data: synth, inspect, from-video"),
     "encode": ("dystream.commands.encode", "read the motion of a photo or a video into a motion file"),
     "animate": ("dystream.commands.animate", "render a motion file on a photo -> mp4"),

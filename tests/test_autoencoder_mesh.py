@@ -388,3 +388,24 @@ def test_batched_decode_of_mismatched_appearances_falls_back_and_bad_motion_is_r
         autoencoder.decoder.render_batch(batch, motion[:1])
     with pytest.raises(InputError, match="no appearances"):
         AppearanceBatch.stack([])
+
+
+def test_a_photo_renders_the_same_alone_and_in_a_batch_of_photos(autoencoder):
+    """Every per-photo computation of a batched render is independent of the other photos
+    (no matmul whose rounding depends on the batch): the live engine's frames of a session do
+    not depend on who else is in the batch."""
+    from dystream.autoencoder.mesh.decoder import AppearanceBatch
+    from dystream.motion import TYPICAL_MAX, clamp
+
+    ae = autoencoder
+    photo = bundled_photo()
+    (a, ma), (b, mb) = ae.encode(photo), ae.encode(np.ascontiguousarray(photo[:, ::-1]))
+    rng = np.random.default_rng(0)
+    alone_batch, pair = AppearanceBatch.stack([a]), AppearanceBatch.stack([a, b, a])
+    with torch.inference_mode():
+        for _ in range(6):
+            motions = [torch.from_numpy(clamp(m + rng.normal(0, 0.15, m.shape) * TYPICAL_MAX).astype(np.float32))
+                       for m in (ma, mb, ma)]
+            together = ae.decoder.render_batch(pair, torch.stack(motions)[:, None])
+            for k in (0, 2):
+                assert torch.equal(together[k], ae.decoder.render_batch(alone_batch, motions[k][None, None])[0])

@@ -9,12 +9,15 @@ frame as JPEG and hands it to the session's bounded outbox with the self audio i
 to.
 
 Timing. A session's frame f covers session time [f, f + 1) x 40 ms. A stream's first
-chunk is placed by its arrival time (it ends "now"), every later chunk right after the
-previous one, so a client that streams in real time stays aligned; after a gap (a paused
-microphone) the stream is re-placed at the frames to come. Frame f is *ready* when its
+chunk is placed by its arrival time (it ends "now"; a long chunk, e.g. a voice agent's
+queued speech, starts at the next frame), every later chunk right after the previous one,
+so a client that streams in real time stays aligned and queued speech plays in order.
+After a gap (a paused microphone, a stalled network: the stream ran dry before the frames
+that read it) the stream is re-placed at the frames to come (``stats["gaps"]``): nothing
+that arrives is lost, at the price of the gap's delay. Frame f is *ready* when its
 time has come (session time ``(f + 1) x 40 ms + lookahead``) and every stream that has
 started holds its samples; it is *due* ``jitter`` later, and then its missing samples are
-silence (they arrive too late to count: ``stats["late_samples"]``). A stream that never
+silence (if they come later, they are too late to count: ``stats["late_samples"]``). A stream that never
 sends is a silent partner, and a session with no audio at all still gets its 25 frames a
 second (listening to silence).
 
@@ -103,6 +106,7 @@ class _InputStream:
         self.started = False
         self.arrivals: deque[tuple[int, float]] = deque()  # (timeline end of a chunk, arrival time)
         self.late_samples = 0
+        self.gaps = 0
 
     @property
     def end(self) -> int:
@@ -112,13 +116,16 @@ class _InputStream:
         """Add a chunk that arrived at ``now``; ``earliest``: the first sample any frame still to
         be made reads (earlier samples arrive too late to be used)."""
         samples = self.input.convert(chunk)
-        if not self.started:  # placed by its arrival: it ends now
+        if not self.started:  # placed by its arrival (it ends now), but never before the frames to come
             self.started = True
-            self.start = int(round((now - self.opened_at) * SAMPLE_RATE)) - len(samples)
+            self.start = max(int(round((now - self.opened_at) * SAMPLE_RATE)) - len(samples), earliest)
             self.buffer = samples
-        elif self.end < earliest:  # a gap (a pause, a slow network): re-placed at the frames to come
+        elif self.end < earliest:  # a gap (a pause, a stall): re-placed at the frames to come
             self.start, self.buffer = earliest, samples
+            self.gaps += 1
         else:
+            # Samples before ``earliest`` came after the frames that read them were made.
+            self.late_samples += max(0, min(self.end + len(samples), earliest) - self.end)
             self.buffer = np.concatenate([self.buffer, samples])
         if self.end - earliest > MAX_BUFFERED_S * SAMPLE_RATE:
             self.buffer = self.buffer[:max(0, earliest + int(MAX_BUFFERED_S * SAMPLE_RATE) - self.start)]
@@ -208,6 +215,7 @@ class LiveSession:
             late = sum(s.late_samples for s in self.inputs)
             return {"frames": self.counts["frames"], "dropped_frames": self.counts["dropped_frames"],
                     "skipped_frames": self.counts["skipped_frames"], "late_samples": late,
+                    "gaps": sum(s.gaps for s in self.inputs),
                     "queued_frames": len(self.outbox),
                     "compute_latency_ms": _ms(self.compute_latency.summary()),
                     "audio_to_frame_latency_ms": _ms(self.audio_to_frame.summary())}
@@ -237,10 +245,7 @@ class LiveSession:
         for stream, width in zip(self.inputs, windows):
             begin = frame * spf - front_left
             slices.append(stream.read(begin, begin + width))
-            last = begin + width - 1
-            at = stream.arrival_of(last)
-            if at is None and stream.started and stream.end <= last:
-                stream.late_samples += min(last + 1 - max(stream.end, begin), width)
+            at = stream.arrival_of(begin + width - 1)
             arrived.append(now if at is None else at)
         own = self.inputs[SELF].read(frame * spf, (frame + 1) * spf)
         for stream in self.inputs:

@@ -292,7 +292,9 @@ def amplitudes(m0: torch.Tensor, motion: torch.Tensor, gains: torch.Tensor,
     expression is m0 [NUM_EXPRESSION] (one photo) or [B, 1, NUM_EXPRESSION]."""
     delta = motion[..., :NUM_EXPRESSION] - m0
     if coupling is not None:
-        delta = delta + delta @ coupling.to(motion.device, motion.dtype).T
+        # Written as a product and a sum, not a matmul: a matmul's rounding depends on how many
+        # rows it gets, and a frame must come out the same alone and in a batch of photos.
+        delta = delta + (delta[..., None, :] * coupling.to(motion.device, motion.dtype)).sum(-1)
     amplitude = delta * gains[:NUM_EXPRESSION].to(motion.device, motion.dtype)
     # Lids meet at amplitude 1; past it they would pass through each other. The gain
     # may close the eye before the coefficient's maximum (MediaPipe reads a closed

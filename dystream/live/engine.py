@@ -264,13 +264,16 @@ class Engine:
     def __init__(self, pipeline: Pipeline, *, capacity: int = 8, graphs: bool | None = None,
                  jpeg_quality: int = 85, jitter_ms: float = 20.0, max_lag_frames: int = 3,
                  outbox_frames: int = 25, clock: Callable[[], float] = time.monotonic,
-                 encode_threads: int = 4) -> None:
+                 encode_threads: int = 4, decode_threads: int = 2) -> None:
         if pipeline.autoencoder is None:
             raise InputError("the live engine renders frames: give it a pipeline with an autoencoder")
         self.pipeline, self.model = pipeline, pipeline.model
         self.capacity, self.jpeg_quality = int(capacity), int(jpeg_quality)
         self.jitter_s, self.max_lag_frames, self.outbox_frames = jitter_ms / 1e3, int(max_lag_frames), int(outbox_frames)
         self.clock = clock
+        # CPU threads of the decode (grid sampling and compositing gain from a second core; the
+        # frame step runs on one, as offline generation does, so its motion is the offline motion).
+        self.decode_threads = max(1, int(decode_threads))
         self.samples_per_frame = self.model.cfg.samples_per_frame
         self.device = self.model.device
         with torch.inference_mode():
@@ -431,9 +434,12 @@ class Engine:
 
         on_photo = torch.maximum(torch.minimum(motion + offsets, torch.as_tensor(UPPER, device=self.device)),
                                  torch.as_tensor(LOWER, device=self.device))
+        from dystream.generator.offline import cpu_threads
+
         decoder = self.pipeline.autoencoder.decoder
-        crops = decoder.render_batch(self._appearances, on_photo[:, None].to(self._appearances.image.dtype))
-        pixels = crops[:, 0].clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        with torch.inference_mode(), cpu_threads(self.device, self.decode_threads):
+            crops = decoder.render_batch(self._appearances, on_photo[:, None].to(self._appearances.image.dtype))
+            pixels = crops[:, 0].clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
         motions = on_photo.float().cpu().numpy()
         quality = self.jpeg_quality
         jpegs = list(self._encoder.map(lambda row: _jpeg(pixels[row], quality), due))

@@ -263,7 +263,7 @@ class Engine:
 
     def __init__(self, pipeline: Pipeline, *, capacity: int = 8, graphs: bool | None = None,
                  jpeg_quality: int = 85, jitter_ms: float = 20.0, max_lag_frames: int = 3,
-                 outbox_frames: int = 25, clock: Callable[[], float] = time.monotonic,
+                 outbox_frames: int = FRAMES_PER_SECOND, clock: Callable[[], float] = time.monotonic,
                  encode_threads: int = 4, decode_threads: int = 2) -> None:
         if pipeline.autoencoder is None:
             raise InputError("the live engine renders frames: give it a pipeline with an autoencoder")

@@ -20,6 +20,7 @@ import struct
 import numpy as np
 
 from dystream.audio.stream import AudioFormat
+from dystream.config import SAMPLE_RATE
 from dystream.errors import InputError
 
 VERSION = 1
@@ -68,7 +69,7 @@ def parse_format(value, name: str) -> AudioFormat:
     if not isinstance(value, dict) or set(value) - {"encoding", "sample_rate", "channels"}:
         raise ProtocolError("bad_format", f"{name} must be an object with encoding, sample_rate and channels")
     try:
-        return AudioFormat(value.get("encoding", "float32"), value.get("sample_rate", 16000), value.get("channels", 1))
+        return AudioFormat(value.get("encoding", "float32"), value.get("sample_rate", SAMPLE_RATE), value.get("channels", 1))
     except InputError as exc:
         raise ProtocolError("bad_format", f"{name}: {exc}") from None
 

@@ -204,7 +204,8 @@ class _Connection:
                 session = self.session
                 for frame in session.take():
                     header = {"type": "frame", "index": frame.index, "lookahead_ms": round(frame.lookahead_s * 1e3),
-                              "compute_ms": round((frame.made_at - frame.audio_end_at) * 1e3, 2)}
+                              "compute_ms": round((frame.made_at - frame.audio_end_at) * 1e3, 2),
+                              "made_at": round(frame.made_at, 6)}
                     if frame.motion is not None:
                         header["motion"] = frame.motion_dict()
                     await self.ws.send_bytes(P.frame_message(header, frame.jpeg, frame.audio))

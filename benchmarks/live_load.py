@@ -83,7 +83,8 @@ async def _client(url: str, index: int, seconds: float, voices: list[np.ndarray]
     return {"client": index, "frames": len(counted), "expected": expected,
             "share_on_time": float(np.mean(total <= ON_TIME_S)) * min(1.0, len(counted) / max(expected, 1)),
             "latency_ms": {q: float(np.percentile(total, q) * 1e3) for q in (50, 95, 99, 99.9)},
-            "compute_ms_p95": float(np.percentile(counted[:, 1], 95) * 1e3) if len(counted) else None}
+            "compute_ms": {q: float(np.percentile(counted[:, 1], q) * 1e3) for q in (50, 95, 99)} if len(counted) else None,
+            "delivery_ms": {q: float(np.percentile(counted[:, 2], q) * 1e3) for q in (50, 95, 99)} if len(counted) else None}
 
 
 async def _run(url: str, clients: int, seconds: float, pid: int) -> tuple[list[dict], dict]:

@@ -216,3 +216,31 @@ def test_thousands_of_frames_in_constant_memory(pipeline, avatars):
     assert session.counts["frames"] >= 2290
     assert all(len(s.buffer) < 20 * SPF and len(s.arrivals) < 20 for s in session.inputs)
     assert len(session.outbox) <= 10 and grown < 200_000  # bytes over the last 250 frames
+
+
+def test_the_clock_thread_waits_for_audio_without_spinning(pipeline, avatars):
+    """On the real clock, a session whose frame time has come but whose audio has not waits for
+    the audio or the deadline asleep: a few wake-ups per frame, not a busy loop (which would hold
+    the GIL the server needs to receive that audio), and its frames still come, on deadline."""
+    import threading
+    import time
+
+    class CountingEvent(threading.Event):
+        waits = 0
+
+        def wait(self, timeout=None):
+            CountingEvent.waits += 1
+            return super().wait(timeout)
+
+    engine = _engine(pipeline, time.monotonic)
+    engine._wake = CountingEvent()
+    session = engine.open(avatar=avatars[0])
+    session.feed("self", np.zeros(SPF, np.float32))  # started, then nothing: every frame waits
+    engine.start()
+    try:
+        time.sleep(1.0)
+    finally:
+        engine.stop()
+    frames = session.counts["frames"]
+    assert 15 <= frames <= 27, frames
+    assert CountingEvent.waits <= 4 * frames + 10, (CountingEvent.waits, frames)

@@ -10,7 +10,9 @@ the last audio sample it needs (its due time: 20 ms of jitter allowance, plus on
 period): the header's compute latency plus the delivery time (client clock minus the
 server's `made_at`; one host, one monotonic clock). Reported per client: frames received
 against the 25 per second of the run (after the first second), the share on time, the
-latency percentiles, and the server's resident memory at minute 1 and at the end.
+latency percentiles, the runs of consecutive late frames (a hiccup is one run), the
+server's resident memory at minute 1 and at the end, and the share of CPU time the
+hypervisor gave to other machines during the run (steal time, on a virtual machine).
 """
 
 from __future__ import annotations
@@ -34,6 +36,24 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(stolen, total) CPU time since boot: time the hypervisor gave this machine's vCPUs to others."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return values[7] if len(values) > 7 else 0, sum(values[:8])
+
+
+def _late_episodes(indices: np.ndarray, late: np.ndarray) -> dict:
+    """Runs of consecutive late frames: a hiccup of the machine shows as one run, a steady
+    shortfall as many."""
+    order = np.argsort(indices)
+    late = late[order].astype(int)
+    starts = np.flatnonzero(np.diff(np.concatenate([[0], late])) == 1)
+    ends = np.flatnonzero(np.diff(np.concatenate([late, [0]])) == -1)
+    lengths = ends - starts + 1
+    return {"count": int(len(lengths)), "longest_frames": int(lengths.max()) if len(lengths) else 0}
 
 
 def _rss_mb(pid: int) -> float:
@@ -82,6 +102,7 @@ async def _client(url: str, index: int, seconds: float, voices: list[np.ndarray]
     total = counted[:, 1] + counted[:, 2] if len(counted) else np.zeros(1)
     return {"client": index, "frames": len(counted), "expected": expected,
             "share_on_time": float(np.mean(total <= ON_TIME_S)) * min(1.0, len(counted) / max(expected, 1)),
+            "late_episodes": _late_episodes(counted[:, 0], total > ON_TIME_S) if len(counted) else None,
             "latency_ms": {q: float(np.percentile(total, q) * 1e3) for q in (50, 95, 99, 99.9)},
             "compute_ms": {q: float(np.percentile(counted[:, 1], q) * 1e3) for q in (50, 95, 99)} if len(counted) else None,
             "delivery_ms": {q: float(np.percentile(counted[:, 2], q) * 1e3) for q in (50, 95, 99)} if len(counted) else None}
@@ -131,18 +152,23 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.3)
             time.sleep(1.0)
+            stolen, total = _cpu_jiffies()
             results, memory = asyncio.run(_run(f"ws://127.0.0.1:{port}/v1/session", clients, args.seconds, server.pid))
+            stolen, total = (a - b for a, b in zip(_cpu_jiffies(), (stolen, total)))
         finally:
             server.terminate()
             server.wait(timeout=10)
         worst = min(r["share_on_time"] for r in results)
-        run = {"clients": clients, "per_client": results, "server_rss": memory, "worst_share_on_time": worst}
+        run = {"clients": clients, "per_client": results, "server_rss": memory, "worst_share_on_time": worst,
+               "cpu_stolen_share": stolen / max(total, 1)}
         report["runs"].append(run)
         growth = memory.get("end_mb", float("nan")) - memory.get("minute_1_mb", float("nan"))
         print(f"{clients} client(s), {args.seconds:.0f} s: worst share of frames on time {worst:.4f}; latency p99 "
               f"{max(r['latency_ms'][99] for r in results):.1f} ms; frames {[r['frames'] for r in results]} of "
               f"{results[0]['expected']}; server RSS minute 1 {memory.get('minute_1_mb', float('nan')):.0f} MB, "
-              f"end {memory['end_mb']:.0f} MB (+{growth:.1f})", flush=True)
+              f"end {memory['end_mb']:.0f} MB (+{growth:.1f}); late episodes "
+              f"{[r['late_episodes']['count'] for r in results]}; CPU time stolen by the host "
+              f"{100 * run['cpu_stolen_share']:.1f}%", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -45,6 +45,18 @@ def timed_render(motion, due, own, arrivals):
     return made
 
 engine._step, engine._render = timed_step, timed_render
+import gc
+gc_started = {}
+
+def on_gc(phase, info):
+    if phase == "start":
+        gc_started["t"] = time.monotonic()
+    elif info["generation"] == 2:
+        times.setdefault("gc_gen2", []).append(time.monotonic() - gc_started["t"])
+    else:
+        times.setdefault("gc_young", []).append(time.monotonic() - gc_started["t"])
+
+gc.callbacks.append(on_gc)
 
 def dump(*_):
     json.dump({k: v for k, v in times.items()}, open(out, "w")); sys.exit(0)
@@ -85,8 +97,8 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
         times = json.load(open(out))
-        stages = {k: {q: round(float(np.percentile(np.array(v[25:]) * 1e3, q)), 2) for q in (50, 95, 99)}
-                  for k, v in times.items() if len(v) > 25}
+        stages = {k: {q: round(float(np.percentile(np.array(v[25:] if k[:2] != "gc" else v) * 1e3, q)), 2)
+                      for q in (50, 95, 99, 100)} | {"n": len(v)} for k, v in times.items() if len(v) > 0}
         row = {"decode_threads": threads, "share_on_time": results[0]["share_on_time"],
                "latency_ms": results[0]["latency_ms"], "compute_ms": results[0]["compute_ms"],
                "delivery_ms": results[0]["delivery_ms"], "stages_ms": stages}

@@ -253,7 +253,7 @@ def serve(engine: Engine, *, host: str = "127.0.0.1", port: int = 8765, token: s
 
     app = create_app(engine, token=token, idle_timeout_s=idle_timeout_s)
     # The model, the face engine and the web stack are loaded: keep their objects out of the
-    # collector's full passes (one took 127 ms mid-stream on a 2-core CPU, 3 frames late).
+    # collector's full passes (one took 127 ms on a 2-core CPU, 14 ms with them frozen).
     gc.collect()
     gc.freeze()
     engine.start()
